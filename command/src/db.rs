@@ -1,0 +1,111 @@
+//! One connection pool for either backend. SQL is shared where the dialects agree (`$N`
+//! placeholders work on both); the event log keeps its backend-specific statements itself.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    AnyPool, Executor,
+    any::AnyPoolOptions,
+    migrate::Migrator,
+    sqlite::SqliteConnectOptions,
+};
+
+/// Which database engine a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, sqlx::Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            Err(sqlx::Error::Configuration(
+                format!("unsupported database URL {url:?}: use sqlite:// or postgres://").into(),
+            ))
+        }
+    }
+}
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Our own migrations table, so job-queue crates that also use sqlx's default
+/// `_sqlx_migrations` table cannot mistake our history for theirs.
+const MIGRATIONS_TABLE: &str = "switchyard_migrations";
+
+#[derive(Clone, Debug)]
+pub struct Database {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Database {
+    /// Connects without touching the schema.
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        if backend == Backend::Sqlite {
+            create_sqlite_parent_dir(url)?;
+        }
+        let options = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(10));
+        let options = match backend {
+            // WAL lets readers run beside the single writer; synchronous=NORMAL keeps every
+            // committed transaction across a process crash (only an OS crash or power loss
+            // can drop the last few), which is the documented trade for group commit speed.
+            Backend::Sqlite => options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => options,
+        };
+        let pool = options.connect(url).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
+        let db = Self::connect(url).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::Error> {
+        let mut migrator = match self.backend {
+            Backend::Sqlite => clone_migrator(&SQLITE_MIGRATIONS),
+            Backend::Postgres => clone_migrator(&POSTGRES_MIGRATIONS),
+        };
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator.run(&self.pool).await.map_err(Into::into)
+    }
+}
+
+fn clone_migrator(source: &Migrator) -> Migrator {
+    Migrator::with_migrations(source.iter().cloned().collect())
+}
+
+/// `sqlite://data/switchyard.db?mode=rwc` creates the file but not its folder.
+fn create_sqlite_parent_dir(url: &str) -> Result<(), sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    if let Some(parent) = Path::new(options.get_filename()).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// The event stream that holds this entity's history.
+            pub fn stream_id(&self) -> String {
+                format!(concat!($prefix, "-{}"), self.0)
+            }
+
+            pub fn parse(raw: &str) -> Option<Self> {
+                Uuid::parse_str(raw).ok().map(Self)
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A tenant account: the boundary of every query and command.
+    AccountId,
+    "account"
+);
+id_type!(
+    /// A person who logs in to an account.
+    UserId,
+    "user"
+);

@@ -1,0 +1,157 @@
+//! Reads from the event log. Both backends answer the same row shape; PostgreSQL's native
+//! UUID, JSONB and TIMESTAMPTZ columns are read as text.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Row, any::{AnyExecutor, AnyRow}};
+
+use super::{RecordedEvent, upcast::upcast};
+use crate::{Backend, Database};
+
+macro_rules! select_events {
+    (sqlite, $($rest:literal)*) => {
+        concat!(
+            "SELECT global_position, stream_id, stream_type, version, event_id, event_type, \
+             schema_version, data, metadata, recorded_at FROM events ",
+            $($rest),*
+        )
+    };
+    (postgres, $($rest:literal)*) => {
+        concat!(
+            "SELECT global_position, stream_id, stream_type, version, event_id::text, event_type, \
+             schema_version::bigint, data::text, metadata::text, \
+             to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+             FROM events ",
+            $($rest),*
+        )
+    };
+}
+
+macro_rules! for_backend {
+    ($backend:expr, $($rest:literal)*) => {
+        match $backend {
+            Backend::Sqlite => select_events!(sqlite, $($rest)*),
+            Backend::Postgres => select_events!(postgres, $($rest)*),
+        }
+    };
+}
+
+pub(super) async fn read_stream(
+    db: &Database,
+    stream_id: &str,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let sql = for_backend!(db.backend, "WHERE stream_id = $1 ORDER BY version");
+    let rows = sqlx::query(sql).bind(stream_id).fetch_all(&db.pool).await?;
+    rows.iter().map(decode_row).collect()
+}
+
+/// Up to `limit` events after `position`, in position order, through any connection (a
+/// projection reads inside the transaction that moves its checkpoint).
+pub async fn read_after<'e>(
+    executor: impl AnyExecutor<'e>,
+    backend: Backend,
+    position: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let sql = for_backend!(
+        backend,
+        "WHERE global_position > $1 ORDER BY global_position LIMIT $2"
+    );
+    let rows = sqlx::query(sql)
+        .bind(position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(decode_row).collect()
+}
+
+/// Positions and stream versions of already stored events, for answering a retried append.
+pub(super) async fn find_event_ids<'e>(
+    executor: impl AnyExecutor<'e>,
+    backend: Backend,
+    event_ids: &[String],
+) -> Result<Vec<(String, i64, String, i64)>, sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let id_column = match backend {
+        Backend::Sqlite => "event_id",
+        Backend::Postgres => "event_id::text",
+    };
+    let sql = format!(
+        "SELECT {id_column}, global_position, stream_id, version FROM events \
+         WHERE {id_column} IN ({})",
+        placeholders(event_ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in event_ids {
+        query = query.bind(id.as_str());
+    }
+    let rows = query.fetch_all(executor).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)))
+        .collect()
+}
+
+/// The current version of each of the given streams that exists.
+pub(super) async fn stream_versions<'e>(
+    executor: impl AnyExecutor<'e>,
+    stream_ids: &[&str],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT stream_id, MAX(version) FROM events WHERE stream_id IN ({}) GROUP BY stream_id",
+        placeholders(stream_ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in stream_ids {
+        query = query.bind(*id);
+    }
+    let rows = query.fetch_all(executor).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+pub(super) async fn head_position(db: &Database) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
+        .fetch_one(&db.pool)
+        .await
+}
+
+/// `$1, $2, …` for `count` parameters: the placeholder syntax both backends accept.
+fn placeholders(count: usize) -> String {
+    (1..=count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn decode_row(row: &AnyRow) -> Result<RecordedEvent, sqlx::Error> {
+    let event_type: String = row.try_get(5)?;
+    let stored_version: i64 = row.try_get(6)?;
+    let data: String = row.try_get(7)?;
+    let metadata: String = row.try_get(8)?;
+    let recorded_at: String = row.try_get(9)?;
+    let (schema_version, data) = upcast(&event_type, stored_version as i32, parse_json(&data)?);
+    Ok(RecordedEvent {
+        global_position: row.try_get(0)?,
+        stream_id: row.try_get(1)?,
+        stream_type: row.try_get(2)?,
+        version: row.try_get(3)?,
+        event_id: row
+            .try_get::<String, _>(4)?
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        event_type,
+        schema_version,
+        data,
+        metadata: serde_json::from_value(parse_json(&metadata)?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+            .with_timezone(&Utc),
+    })
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, sqlx::Error> {
+    serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}

@@ -1,0 +1,127 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::domain::{AccountId, UserId};
+
+/// What a write expects of its stream before it appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last version must be exactly this.
+    Exact(i64),
+}
+
+impl ExpectedVersion {
+    pub fn as_version(self) -> i64 {
+        match self {
+            Self::NoStream => 0,
+            Self::Exact(version) => version,
+        }
+    }
+}
+
+/// An event ready to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Value,
+}
+
+/// Events for one stream, appended only if the stream is at `expected`.
+#[derive(Debug, Clone)]
+pub struct StreamWrite {
+    pub stream_id: String,
+    pub stream_type: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum Actor {
+    User(UserId),
+    /// The service itself: the CLI, a worker, a scheduled job.
+    System,
+}
+
+impl Actor {
+    pub fn label(&self) -> String {
+        match self {
+            Self::User(id) => id.to_string(),
+            Self::System => "system".into(),
+        }
+    }
+}
+
+/// Context stored with every event of an append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub account_id: AccountId,
+    pub actor: Actor,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub request_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Metadata {
+    /// Metadata for work started by the service itself (CLI, jobs), with a fresh correlation.
+    pub fn system(account_id: AccountId) -> Self {
+        Self {
+            account_id,
+            actor: Actor::System,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            request_id: None,
+            client_ip: None,
+            user_agent: None,
+        }
+    }
+}
+
+/// An event as stored, upcast to its current schema version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub global_position: i64,
+    pub stream_id: String,
+    pub stream_type: String,
+    pub version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Value,
+    pub metadata: Metadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Position of the last event written (or found, for a retried append).
+    pub last_position: i64,
+    /// The version of each written stream after the append, in the order of the writes.
+    pub stream_versions: Vec<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream_id} is at version {actual}, expected {expected}")]
+    Conflict {
+        stream_id: String,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("an append must write at least one event")]
+    Empty,
+    #[error("event log database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("event log writer has stopped")]
+    Closed,
+}

@@ -1,0 +1,298 @@
+//! Group commit: one writer task per process takes every append waiting in its queue and
+//! stores them in one transaction, checking each append's expected versions on its own, so
+//! one conflicting append fails alone while the others commit.
+//!
+//! Ordering invariant (why readers never skip): positions must become visible in the order
+//! they were assigned.
+//! - SQLite: `BEGIN IMMEDIATE` takes the database's single write lock before anything is read
+//!   or assigned, so transactions assign positions and commit one after another.
+//! - PostgreSQL: identity values are handed out outside transactions, so two concurrent
+//!   writers could commit positions out of order and a reader following `global_position`
+//!   would skip the late one. Every writer therefore holds a transaction-level advisory lock
+//!   from before its first position until its commit is visible (PostgreSQL releases locks
+//!   after it marks the transaction committed). Group commit keeps the lock cheap: one
+//!   acquisition per batch, not per append. Proven by the concurrent test in
+//!   `tests/event_log.rs`.
+
+use std::collections::HashMap;
+
+use chrono::{SecondsFormat, Utc};
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{
+    AppendError, Appended, Metadata, StreamWrite,
+    reader::{find_event_ids, stream_versions},
+};
+use crate::{Backend, Database};
+
+pub(super) const QUEUE_CAPACITY: usize = 8192;
+/// Appends committed together at most; bounds a batch's transaction time.
+const MAX_BATCH: usize = 512;
+/// Rows per INSERT statement: 9 parameters each stays far below both backends' limits.
+const ROWS_PER_INSERT: usize = 500;
+/// Advisory lock key that serialises event-log writers on PostgreSQL ("SWITCHYD").
+const POSTGRES_APPEND_LOCK: i64 = 0x5357_4954_4348_5944;
+
+pub(super) struct Pending {
+    pub writes: Vec<StreamWrite>,
+    pub metadata: Metadata,
+    pub reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+type Outcome = Result<Appended, AppendError>;
+
+pub(super) async fn run(db: Database, mut queue: mpsc::Receiver<Pending>, head: watch::Sender<i64>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let pending = std::mem::take(&mut batch);
+        let outcomes = match commit(&db, &pending).await {
+            Ok(outcomes) => outcomes,
+            Err(error) if pending.len() == 1 => vec![Err(AppendError::Database(error))],
+            Err(error) => {
+                // One bad append must not fail its neighbours: try each alone.
+                tracing::warn!(%error, appends = pending.len(), "batch append failed, retrying one by one");
+                let mut outcomes = Vec::with_capacity(pending.len());
+                for one in &pending {
+                    let outcome = commit(&db, std::slice::from_ref(one)).await;
+                    outcomes.push(outcome.map_or_else(|e| Err(e.into()), |mut o| o.remove(0)));
+                }
+                outcomes
+            }
+        };
+        let highest = outcomes
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok().map(|a| a.last_position))
+            .max();
+        if let Some(highest) = highest {
+            head.send_if_modified(|current| {
+                let advanced = highest > *current;
+                *current = (*current).max(highest);
+                advanced
+            });
+        }
+        for (one, outcome) in pending.into_iter().zip(outcomes) {
+            // The caller may have gone away (request cancelled); its events are stored anyway.
+            let _ = one.reply.send(outcome);
+        }
+    }
+}
+
+/// A row to insert and the append it belongs to.
+struct EventRow {
+    append: usize,
+    stream_id: String,
+    stream_type: String,
+    version: i64,
+    event_id: String,
+    event_type: String,
+    schema_version: i32,
+    data: String,
+}
+
+async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut tx = begin(db).await?;
+    let event_ids: Vec<String> = batch
+        .iter()
+        .flat_map(|p| p.writes.iter().flat_map(|w| &w.events))
+        .map(|e| e.event_id.to_string())
+        .collect();
+    let stored: HashMap<String, (i64, String, i64)> =
+        find_event_ids(&mut *tx, db.backend, &event_ids)
+            .await?
+            .into_iter()
+            .map(|(id, position, stream, version)| (id, (position, stream, version)))
+            .collect();
+    let stream_ids: Vec<&str> = {
+        let mut ids: Vec<&str> = batch
+            .iter()
+            .flat_map(|p| p.writes.iter().map(|w| w.stream_id.as_str()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let mut versions: HashMap<String, i64> = HashMap::new();
+    for chunk in stream_ids.chunks(ROWS_PER_INSERT) {
+        versions.extend(stream_versions(&mut *tx, chunk).await?);
+    }
+
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
+    let mut rows = Vec::new();
+    for (index, pending) in batch.iter().enumerate() {
+        let outcome = match plan(pending, &stored, &mut versions) {
+            Planned::Retry(appended) => Ok(appended),
+            Planned::Rejected(error) => Err(error),
+            Planned::Write(new_rows, stream_versions) => {
+                rows.extend(new_rows.into_iter().map(|mut row| {
+                    row.append = index;
+                    row
+                }));
+                Ok(Appended {
+                    last_position: 0,
+                    stream_versions,
+                })
+            }
+        };
+        outcomes.push(outcome);
+    }
+
+    let metadata: Vec<String> = batch
+        .iter()
+        .map(|p| serde_json::to_string(&p.metadata).expect("metadata serializes"))
+        .collect();
+    let recorded_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let append_of: HashMap<&str, usize> =
+            chunk.iter().map(|r| (r.event_id.as_str(), r.append)).collect();
+        for (event_id, position) in insert(&mut tx, db.backend, chunk, &metadata, &recorded_at).await? {
+            if let Ok(appended) = &mut outcomes[append_of[event_id.as_str()]] {
+                appended.last_position = appended.last_position.max(position);
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn begin(db: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    match db.backend {
+        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => {
+            let mut tx = db.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(POSTGRES_APPEND_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            Ok(tx)
+        }
+    }
+}
+
+enum Planned {
+    /// Every event is already stored: a retried append, answered as the first time.
+    Retry(Appended),
+    Rejected(AppendError),
+    Write(Vec<EventRow>, Vec<i64>),
+}
+
+/// Checks one append against the stream versions seen so far in this batch.
+fn plan(
+    pending: &Pending,
+    stored: &HashMap<String, (i64, String, i64)>,
+    versions: &mut HashMap<String, i64>,
+) -> Planned {
+    let writes = &pending.writes;
+    if writes.is_empty() || writes.iter().any(|w| w.events.is_empty()) {
+        return Planned::Rejected(AppendError::Empty);
+    }
+    let first_id = writes[0].events[0].event_id.to_string();
+    if stored.contains_key(&first_id) {
+        return Planned::Retry(retried(writes, stored));
+    }
+    // Versions this append would leave, applied to `versions` only if all writes pass.
+    let mut planned: HashMap<&str, i64> = HashMap::new();
+    let mut rows = Vec::new();
+    let mut stream_versions = Vec::with_capacity(writes.len());
+    for write in writes {
+        let current = planned
+            .get(write.stream_id.as_str())
+            .or_else(|| versions.get(&write.stream_id))
+            .copied()
+            .unwrap_or(0);
+        let expected = write.expected.as_version();
+        if current != expected {
+            return Planned::Rejected(AppendError::Conflict {
+                stream_id: write.stream_id.clone(),
+                expected,
+                actual: current,
+            });
+        }
+        let mut version = current;
+        for event in &write.events {
+            version += 1;
+            rows.push(EventRow {
+                append: 0,
+                stream_id: write.stream_id.clone(),
+                stream_type: write.stream_type.clone(),
+                version,
+                event_id: event.event_id.to_string(),
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                data: event.data.to_string(),
+            });
+        }
+        planned.insert(&write.stream_id, version);
+        stream_versions.push(version);
+    }
+    for (stream, version) in planned {
+        versions.insert(stream.to_owned(), version);
+    }
+    Planned::Write(rows, stream_versions)
+}
+
+fn retried(writes: &[StreamWrite], stored: &HashMap<String, (i64, String, i64)>) -> Appended {
+    let found = |write: &StreamWrite| {
+        write
+            .events
+            .last()
+            .and_then(|e| stored.get(&e.event_id.to_string()))
+            .map(|(position, _, version)| (*position, *version))
+            .unwrap_or_default()
+    };
+    Appended {
+        last_position: writes.iter().map(|w| found(w).0).max().unwrap_or_default(),
+        stream_versions: writes.iter().map(|w| found(w).1).collect(),
+    }
+}
+
+async fn insert(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    rows: &[EventRow],
+    metadata: &[String],
+    recorded_at: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    // PostgreSQL's native column types need casts from the text parameters.
+    let casts = match backend {
+        Backend::Sqlite => ["", "", "", "", "", "", "", "", ""],
+        Backend::Postgres => ["", "", "", "::uuid", "", "", "::jsonb", "::jsonb", "::timestamptz"],
+    };
+    let values: Vec<String> = (0..rows.len())
+        .map(|row| {
+            let columns: Vec<String> = casts
+                .iter()
+                .enumerate()
+                .map(|(column, cast)| format!("${}{cast}", row * casts.len() + column + 1))
+                .collect();
+            format!("({})", columns.join(", "))
+        })
+        .collect();
+    let returning = match backend {
+        Backend::Sqlite => "event_id",
+        Backend::Postgres => "event_id::text",
+    };
+    let sql = format!(
+        "INSERT INTO events (stream_id, stream_type, version, event_id, event_type, \
+         schema_version, data, metadata, recorded_at) VALUES {} RETURNING {returning}, global_position",
+        values.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for row in rows {
+        query = query
+            .bind(row.stream_id.as_str())
+            .bind(row.stream_type.as_str())
+            .bind(row.version)
+            .bind(row.event_id.as_str())
+            .bind(row.event_type.as_str())
+            .bind(row.schema_version)
+            .bind(row.data.as_str())
+            .bind(metadata[row.append].as_str())
+            .bind(recorded_at);
+    }
+    let returned = query.fetch_all(&mut **tx).await?;
+    returned
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}

@@ -1,0 +1,172 @@
+//! The command path: load a stream, fold it into state, decide, append with the version that
+//! was loaded. A concurrent writer makes the append conflict; the command is then decided
+//! again on the fresh state, so guards such as "unchanged since version N" are always
+//! checked against what is really stored.
+
+use crate::event_log::{
+    AppendError, EventCodec, EventLog, ExpectedVersion, Metadata, StreamWrite, decode, encode,
+};
+
+/// Pure domain logic: no I/O, no clocks, no randomness.
+pub trait Aggregate: Default {
+    type Command: Clone;
+    type Event: EventCodec;
+    type Error;
+
+    /// What happens if `command` is applied now: the events to record, or why not.
+    fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+    /// Folds one recorded event (at stream `version`) into the state.
+    fn evolve(&mut self, event: Self::Event, version: i64);
+}
+
+/// State of a stream at a version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A> {
+    pub state: A,
+    pub version: i64,
+}
+
+/// The outcome of a command that the domain accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed<A> {
+    pub state: A,
+    pub version: i64,
+    /// Position of the last appended event; `None` when the command changed nothing.
+    pub position: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E> {
+    #[error(transparent)]
+    Domain(E),
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error("reading the event log failed: {0}")]
+    Read(#[from] sqlx::Error),
+    #[error("a stored event does not decode: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("gave up after {0} concurrent changes to the same stream")]
+    TooMuchContention(usize),
+}
+
+/// Attempts before a command that keeps losing races gives up.
+const MAX_ATTEMPTS: usize = 5;
+
+#[derive(Clone)]
+pub struct CommandHandler {
+    log: EventLog,
+}
+
+impl CommandHandler {
+    pub fn new(log: EventLog) -> Self {
+        Self { log }
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    pub async fn load<A: Aggregate, E>(&self, stream_id: &str) -> Result<Loaded<A>, CommandError<E>> {
+        let mut loaded = Loaded {
+            state: A::default(),
+            version: 0,
+        };
+        for recorded in self.log.read_stream(stream_id).await? {
+            loaded.state.evolve(decode(&recorded)?, recorded.version);
+            loaded.version = recorded.version;
+        }
+        Ok(loaded)
+    }
+
+    /// Runs `command` against the stream, retrying on concurrent appends.
+    pub async fn execute<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Loaded { mut state, version } = self.load::<A, _>(stream_id).await?;
+            let events = state.decide(command.clone()).map_err(CommandError::Domain)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    state,
+                    version,
+                    position: None,
+                });
+            }
+            let write = StreamWrite {
+                stream_id: stream_id.to_owned(),
+                stream_type: A::Event::STREAM_TYPE.to_owned(),
+                expected: match version {
+                    0 => ExpectedVersion::NoStream,
+                    v => ExpectedVersion::Exact(v),
+                },
+                events: events.iter().map(encode).collect(),
+            };
+            match self.log.append(vec![write], metadata.clone()).await {
+                Ok(appended) => {
+                    let mut version = version;
+                    for event in events {
+                        version += 1;
+                        state.evolve(event, version);
+                    }
+                    return Ok(Executed {
+                        state,
+                        version,
+                        position: Some(appended.last_position),
+                    });
+                }
+                Err(AppendError::Conflict { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(CommandError::TooMuchContention(MAX_ATTEMPTS))
+    }
+}
+
+/// Given/when/then for aggregates: `given(events).when(command).then(events)`.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::fmt::Debug;
+
+    use super::Aggregate;
+
+    pub struct Given<A: Aggregate> {
+        state: A,
+    }
+
+    pub fn given<A: Aggregate>(history: Vec<A::Event>) -> Given<A> {
+        let mut state = A::default();
+        for (index, event) in history.into_iter().enumerate() {
+            state.evolve(event, index as i64 + 1);
+        }
+        Given { state }
+    }
+
+    pub struct When<A: Aggregate> {
+        outcome: Result<Vec<A::Event>, A::Error>,
+    }
+
+    impl<A: Aggregate> Given<A> {
+        pub fn when(self, command: A::Command) -> When<A> {
+            When {
+                outcome: self.state.decide(command),
+            }
+        }
+    }
+
+    impl<A: Aggregate> When<A>
+    where
+        A::Event: Debug + PartialEq,
+        A::Error: Debug + PartialEq,
+    {
+        pub fn then(self, expected: Vec<A::Event>) {
+            assert_eq!(self.outcome, Ok(expected));
+        }
+
+        pub fn then_error(self, expected: A::Error) {
+            assert_eq!(self.outcome, Err(expected));
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The write side of Switchyard: domain types, aggregates (pure decide/evolve), the command
+//! handler and the event log. Nothing here knows HTTP; the only I/O is the database behind
+//! [`event_log::EventLog`].
+
+pub mod account;
+pub mod db;
+pub mod domain;
+pub mod event_log;
+pub mod handler;
+pub mod onboarding;
+pub mod password;
+pub mod user;
+
+pub use db::{Backend, Database};

@@ -1,0 +1,126 @@
+//! Reads of the read models. Every query that returns tenant data takes the account id:
+//! there is no unscoped read.
+
+use serde_json::Value;
+use sqlx::{FromRow, Row};
+use switchyard_command::{Database, domain::AccountId};
+
+/// A configuration section and the version that last changed it.
+pub struct Section {
+    pub version: i64,
+    pub data: Value,
+}
+
+pub async fn config_section(
+    db: &Database,
+    account: AccountId,
+    section: &str,
+) -> Result<Option<Section>, sqlx::Error> {
+    let row = sqlx::query("SELECT version, data FROM account_config WHERE account_id = $1 AND section = $2")
+        .bind(account.to_string())
+        .bind(section)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.map(|row| {
+        Ok(Section {
+            version: row.try_get(0)?,
+            data: serde_json::from_str(&row.try_get::<String, _>(1)?)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        })
+    })
+    .transpose()
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub account_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub password_hash: String,
+}
+
+const USER_COLUMNS: &str = "id, account_id, email, name, role, password_hash";
+
+/// For login: emails are unique across the installation.
+pub async fn user_by_email(db: &Database, normalized_email: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+    )))
+    .bind(normalized_email)
+    .fetch_optional(&db.pool)
+    .await
+}
+
+pub async fn user(db: &Database, account: AccountId, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE account_id = $1 AND id = $2"
+    )))
+    .bind(account.to_string())
+    .bind(user_id)
+    .fetch_optional(&db.pool)
+    .await
+}
+
+/// Narrows the audit log; every filter is optional.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub event_type: Option<String>,
+    pub stream: Option<String>,
+    /// RFC 3339, inclusive.
+    pub from: Option<String>,
+    /// RFC 3339, exclusive.
+    pub to: Option<String>,
+    /// Only entries older than this position (the page cursor).
+    pub before: Option<i64>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AuditRow {
+    pub position: i64,
+    pub recorded_at: String,
+    pub actor_id: String,
+    pub actor_email: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub event_type: String,
+    pub stream_id: String,
+    pub summary: String,
+    pub changes: String,
+}
+
+/// Newest first, at most `limit` entries.
+pub async fn audit(
+    db: &Database,
+    account: AccountId,
+    filter: &AuditFilter,
+    limit: i64,
+) -> Result<Vec<AuditRow>, sqlx::Error> {
+    // Absent filters bind NULL and match everything, so one statement serves every query.
+    sqlx::query_as(
+        "SELECT a.position, a.recorded_at, a.actor_id, u.email AS actor_email, a.client_ip, \
+                a.user_agent, a.request_id, a.event_type, a.stream_id, a.summary, a.changes \
+         FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id AND u.account_id = a.account_id \
+         WHERE a.account_id = $1 \
+           AND ($2 IS NULL OR a.actor_id = $2) \
+           AND ($3 IS NULL OR a.event_type = $3) \
+           AND ($4 IS NULL OR a.stream_id = $4) \
+           AND ($5 IS NULL OR a.recorded_at >= $5) \
+           AND ($6 IS NULL OR a.recorded_at < $6) \
+           AND ($7 IS NULL OR a.position < $7) \
+         ORDER BY a.position DESC LIMIT $8",
+    )
+    .bind(account.to_string())
+    .bind(filter.actor.as_deref())
+    .bind(filter.event_type.as_deref())
+    .bind(filter.stream.as_deref())
+    .bind(filter.from.as_deref())
+    .bind(filter.to.as_deref())
+    .bind(filter.before)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await
+}

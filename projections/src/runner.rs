@@ -1,0 +1,169 @@
+//! Runs each projection as its own task: wake on local appends (or poll for other processes'
+//! appends), then apply the next batch and move the checkpoint in one transaction.
+//!
+//! Several processes may run the same projection: the checkpoint row is locked for the
+//! batch (`BEGIN IMMEDIATE` on SQLite, `FOR UPDATE` on PostgreSQL), so they take turns and
+//! never apply an event twice.
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::{Any, Transaction};
+use switchyard_command::{Backend, Database, event_log::{EventLog, read_after}};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Projection, ProjectionError};
+
+/// Events applied per transaction.
+pub const BATCH_SIZE: i64 = 1000;
+/// How often an idle runner looks for events appended by other processes.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What one batch did.
+pub(crate) enum Step {
+    /// Applied events up to this position.
+    Advanced(i64),
+    /// Nothing new after this position.
+    CaughtUp(i64),
+}
+
+/// Applies the events after the projection's checkpoint, up to `BATCH_SIZE` of them.
+pub(crate) async fn apply_next_batch(
+    db: &Database,
+    projection: &dyn Projection,
+) -> Result<Step, ProjectionError> {
+    let mut tx = lock_checkpoint(db, projection.name()).await?;
+    let checkpoint = read_checkpoint(&mut tx, db.backend, projection.name()).await?;
+    let events = read_after(&mut *tx, db.backend, checkpoint, BATCH_SIZE).await?;
+    let Some(last) = events.last().map(|e| e.global_position) else {
+        return Ok(Step::CaughtUp(checkpoint));
+    };
+    for event in &events {
+        projection.apply(&mut tx, event).await?;
+    }
+    sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE projection = $2")
+        .bind(last)
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Step::Advanced(last))
+}
+
+async fn lock_checkpoint(db: &Database, name: &str) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, 0) \
+         ON CONFLICT (projection) DO NOTHING",
+    )
+    .bind(name)
+    .execute(&db.pool)
+    .await?;
+    match db.backend {
+        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => db.pool.begin().await,
+    }
+}
+
+async fn read_checkpoint(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    name: &str,
+) -> Result<i64, sqlx::Error> {
+    let sql = match backend {
+        Backend::Sqlite => "SELECT position FROM projection_checkpoints WHERE projection = $1",
+        Backend::Postgres => {
+            "SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE"
+        }
+    };
+    sqlx::query_scalar(sql).bind(name).fetch_one(&mut **tx).await
+}
+
+/// A running projection's progress.
+#[derive(Clone)]
+pub struct ProjectionHandle {
+    pub name: &'static str,
+    checkpoint: watch::Receiver<i64>,
+}
+
+impl ProjectionHandle {
+    pub fn checkpoint(&self) -> i64 {
+        *self.checkpoint.borrow()
+    }
+}
+
+/// Every projection of the service, running.
+#[derive(Clone)]
+pub struct Projections {
+    handles: Vec<ProjectionHandle>,
+}
+
+impl Projections {
+    /// Starts one task per projection; they stop when `shutdown` is cancelled.
+    pub fn start(log: &EventLog, shutdown: CancellationToken) -> Self {
+        let handles = crate::all()
+            .into_iter()
+            .map(|projection| {
+                let (checkpoint_tx, checkpoint) = watch::channel(0);
+                let name = projection.name();
+                tokio::spawn(run(log.clone(), projection, checkpoint_tx, shutdown.clone()));
+                ProjectionHandle { name, checkpoint }
+            })
+            .collect();
+        Self { handles }
+    }
+
+    pub fn handles(&self) -> &[ProjectionHandle] {
+        &self.handles
+    }
+
+    /// Waits until every projection has applied `position` (read-your-writes for a command's
+    /// response). False if `timeout` passed first.
+    pub async fn wait_for(&self, position: i64, timeout: Duration) -> bool {
+        let all = futures::future::join_all(self.handles.iter().map(|handle| {
+            let mut checkpoint = handle.checkpoint.clone();
+            async move { checkpoint.wait_for(|&at| at >= position).await.is_ok() }
+        }));
+        matches!(tokio::time::timeout(timeout, all).await, Ok(done) if done.iter().all(|ok| *ok))
+    }
+}
+
+async fn run(
+    log: EventLog,
+    projection: Arc<dyn Projection>,
+    checkpoint: watch::Sender<i64>,
+    shutdown: CancellationToken,
+) {
+    let db = log.database().clone();
+    let mut appended = log.subscribe();
+    loop {
+        match apply_next_batch(&db, projection.as_ref()).await {
+            Ok(Step::Advanced(position)) => {
+                checkpoint.send_replace(position);
+                continue;
+            }
+            Ok(Step::CaughtUp(position)) => {
+                checkpoint.send_replace(position);
+                let local_head = *appended.borrow_and_update();
+                if local_head > position {
+                    continue;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = appended.changed() => {}
+                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                }
+            }
+            Err(error) => {
+                tracing::error!(projection = projection.name(), %error, "projection batch failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_DELAY) => {}
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! `switchyard`: the account backend of a hosted VoIP platform.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use switchyard::{
+    bench::{self, BenchOptions},
+    service::{self, AdminCredentials, Service},
+    settings::DatabaseSettings,
+};
+use switchyard_command::{event_log::EventLog, password::PasswordHasher};
+use switchyard_projections::replay;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(version, about = "Switchyard: the account backend of a hosted VoIP platform")]
+struct Cli {
+    #[command(flatten)]
+    database: DatabaseSettings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service and the projections (migrates first).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "SWITCHYARD_BIND", default_value = "127.0.0.1:8080")]
+        bind: SocketAddr,
+        /// On an empty database: the first account's name.
+        #[arg(long, env = "SWITCHYARD_ACCOUNT_NAME", default_value = "Operator")]
+        account_name: String,
+        /// On an empty database: the first administrator's email.
+        #[arg(long, env = "SWITCHYARD_ADMIN_EMAIL", default_value = "admin@switchyard.local")]
+        admin_email: String,
+        /// On an empty database: the first administrator's password (generated if absent).
+        #[arg(long, env = "SWITCHYARD_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Drop every read model and rebuild it from the event log.
+    Replay,
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Measure command throughput and rebuild speed on an empty database.
+    Bench(BenchOptions),
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Open an account with its first administrator; prints the account id.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        admin_email: String,
+        /// Generated and printed once if absent.
+        #[arg(long)]
+        admin_password: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let cli = Cli::parse();
+    let url = cli.database.url();
+    let db = service::open_database(&url).await?;
+    match cli.command {
+        Command::Serve {
+            bind,
+            account_name,
+            admin_email,
+            admin_password,
+        } => {
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("listening on {bind}"))?;
+            let service = Service::start(db, listener).await?;
+            let admin = AdminCredentials {
+                email: admin_email,
+                password: admin_password,
+            };
+            if let Some(created) = service.bootstrap(&account_name, admin).await? {
+                println!("Opened the first account {}.", created.opened.account_id);
+                if let Some(password) = created.generated_password {
+                    println!("Administrator password (shown only now): {password}");
+                }
+            }
+            tracing::info!(address = %service.address, database = %service::redact_url(&url), "serving");
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            service.shutdown().await?;
+        }
+        Command::Migrate => println!("Database is up to date: {}", service::redact_url(&url)),
+        Command::Replay => {
+            let log = EventLog::start(db.clone()).await?;
+            let head = log.head_position().await?;
+            let bar = ProgressBar::new(head.max(0) as u64).with_style(
+                ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} events ({per_sec})")?
+                    .progress_chars("=> "),
+            );
+            replay::rebuild_all(&db, |projection, position| {
+                bar.set_message(projection.to_owned());
+                bar.set_position(position.max(0) as u64);
+            })
+            .await?;
+            bar.finish();
+            println!("Rebuilt every read model from {head} events.");
+        }
+        Command::Account(AccountCommand::Create {
+            name,
+            admin_email,
+            admin_password,
+        }) => {
+            let log = EventLog::start(db).await?;
+            let admin = AdminCredentials {
+                email: admin_email,
+                password: admin_password,
+            };
+            let created = service::create_account(&log, &PasswordHasher::new(1), &name, admin).await?;
+            println!("{}", created.opened.account_id);
+            if let Some(password) = created.generated_password {
+                eprintln!("Administrator password (shown only now): {password}");
+            }
+        }
+        Command::Bench(options) => {
+            let report = bench::run(db, &options).await?;
+            println!(
+                "commands: {} with {} callers over {} accounts in {:.2?} = {:.0} commands/s",
+                report.commands,
+                options.callers,
+                options.accounts,
+                report.command_time,
+                report.commands_per_second()
+            );
+            println!(
+                "rebuild: {} events in {:.2?} = {:.0} events/s",
+                report.events_rebuilt,
+                report.rebuild_time,
+                report.rebuild_events_per_second()
+            );
+            if let Some(kib) = report.peak_rss_kib {
+                println!("peak memory: {:.1} MiB", kib as f64 / 1024.0);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler")
+            .recv()
+            .await;
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

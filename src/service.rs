@@ -1,0 +1,147 @@
+//! Starting and stopping the service: the event log writer, the projection runners and the
+//! HTTP server, on one database.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use rand::{Rng, distributions::Alphanumeric};
+use switchyard_command::{
+    Database,
+    domain::{EmailAddress, Text},
+    event_log::EventLog,
+    onboarding::{NewAccount, OpenedAccount, open_account},
+    password::PasswordHasher,
+};
+use switchyard_projections::Projections;
+use switchyard_web::AppState;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Argon2 hashes that may run at once: one per core keeps logins from starving requests.
+fn password_hasher() -> PasswordHasher {
+    PasswordHasher::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+/// The first administrator: from settings, or generated.
+pub struct AdminCredentials {
+    pub email: String,
+    pub password: Option<String>,
+}
+
+pub struct CreatedAccount {
+    pub opened: OpenedAccount,
+    /// Set when the password was generated: show it once, it is stored only as a hash.
+    pub generated_password: Option<String>,
+}
+
+/// Opens an account with its first administrator.
+pub async fn create_account(
+    log: &EventLog,
+    passwords: &PasswordHasher,
+    name: &str,
+    admin: AdminCredentials,
+) -> anyhow::Result<CreatedAccount> {
+    let name = Text::parse(name, 1, 100).map_err(|e| anyhow::anyhow!("account name: {e}"))?;
+    let email = EmailAddress::parse(&admin.email).map_err(|e| anyhow::anyhow!("admin email: {e}"))?;
+    let (password, generated_password) = match admin.password {
+        Some(password) if password.chars().count() >= 8 => (password, None),
+        Some(_) => anyhow::bail!("admin password: must be at least 8 characters"),
+        None => {
+            let generated: String = rand::thread_rng()
+                .sample_iter(&Alphanumeric)
+                .take(20)
+                .map(char::from)
+                .collect();
+            (generated.clone(), Some(generated))
+        }
+    };
+    let opened = open_account(
+        log,
+        NewAccount {
+            name,
+            admin_name: Text::parse("Administrator", 1, 100).expect("valid name"),
+            admin_email: email,
+            admin_password_hash: passwords.hash(password).await,
+        },
+    )
+    .await?;
+    Ok(CreatedAccount {
+        opened,
+        generated_password,
+    })
+}
+
+/// A running service; [`Service::shutdown`] stops it after in-flight requests finish.
+pub struct Service {
+    pub address: SocketAddr,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Service {
+    /// Starts everything on an open (migrated) database and serves HTTP on `listener`.
+    pub async fn start(db: Database, listener: TcpListener) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let log = EventLog::start(db).await.context("starting the event log")?;
+        let projections = Projections::start(&log, shutdown.clone());
+        let state = AppState::new(log, projections, password_hasher());
+        let address = listener.local_addr()?;
+        let app = switchyard_web::router(state.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        Ok(Self {
+            address,
+            state,
+            shutdown,
+            server,
+        })
+    }
+
+    /// On an empty database, opens the first account (the platform operator's).
+    pub async fn bootstrap(
+        &self,
+        account_name: &str,
+        admin: AdminCredentials,
+    ) -> anyhow::Result<Option<CreatedAccount>> {
+        if self.state.log.head_position().await? > 0 {
+            return Ok(None);
+        }
+        create_account(&self.state.log, &self.state.passwords, account_name, admin)
+            .await
+            .map(Some)
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, stops the projections.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.server.await??;
+        Ok(())
+    }
+}
+
+/// Opens the database and brings its schema up to date.
+pub async fn open_database(url: &str) -> anyhow::Result<Database> {
+    Database::open(url)
+        .await
+        .with_context(|| format!("opening {}", redact_url(url)))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,140 @@
+//! The audit log: who changed what, when and from where.
+
+use axum::{
+    Json,
+    extract::{Query, State},
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchyard_projections::queries::{self, AuditFilter, AuditRow};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    AppState,
+    auth::Caller,
+    error::{ApiError, ApiResult},
+};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_audit))
+}
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 500;
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
+    /// Only changes by this user id (or `system`).
+    actor: Option<String>,
+    /// Only this event type, e.g. `CompanyInformationChanged`.
+    r#type: Option<String>,
+    /// Only this stream, e.g. `account-…`.
+    stream: Option<String>,
+    /// From this time (RFC 3339, inclusive).
+    from: Option<String>,
+    /// Before this time (RFC 3339, exclusive).
+    to: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Entries per page, 1 to 500 (default 50).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct AuditActor {
+    id: String,
+    email: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct AuditEntry {
+    position: i64,
+    at: String,
+    actor: AuditActor,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+    event_type: String,
+    stream: String,
+    summary: String,
+    /// `{field: {from, to}}`; secrets show as `"***"`.
+    #[schema(value_type = Object)]
+    changes: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+struct AuditPage {
+    items: Vec<AuditEntry>,
+    next_cursor: Option<String>,
+}
+
+fn time_filter(field: &str, raw: Option<String>) -> ApiResult<Option<String>> {
+    raw.map(|raw| {
+        DateTime::parse_from_rfc3339(&raw)
+            .map(|at| at.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Micros, true))
+            .map_err(|_| ApiError::invalid_field(field, format!("{raw:?} is not an RFC 3339 time")))
+    })
+    .transpose()
+}
+
+fn entry(row: AuditRow) -> ApiResult<AuditEntry> {
+    Ok(AuditEntry {
+        position: row.position,
+        at: row.recorded_at,
+        actor: AuditActor {
+            id: row.actor_id,
+            email: row.actor_email,
+        },
+        ip: row.client_ip,
+        user_agent: row.user_agent,
+        request_id: row.request_id,
+        event_type: row.event_type,
+        stream: row.stream_id,
+        summary: row.summary,
+        changes: serde_json::from_str(&row.changes).map_err(ApiError::internal)?,
+    })
+}
+
+/// The account's audit log, newest first.
+#[utoipa::path(get, path = "/v1/audit", params(AuditQuery), responses(
+    (status = 200, body = AuditPage),
+    (status = 401), (status = 403),
+))]
+async fn list_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    caller.require_administrator()?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", format!("must be 1 to {MAX_LIMIT}")));
+    }
+    let before = query
+        .cursor
+        .map(|cursor| cursor.parse::<i64>().map_err(|_| ApiError::invalid_field("cursor", "is not a cursor this API gave out")))
+        .transpose()?;
+    let filter = AuditFilter {
+        actor: query.actor,
+        event_type: query.r#type,
+        stream: query.stream,
+        from: time_filter("from", query.from)?,
+        to: time_filter("to", query.to)?,
+        before,
+    };
+    // One extra row tells whether there is a next page.
+    let mut rows = queries::audit(&state.db, caller.account_id, &filter, limit + 1).await?;
+    let next_cursor = (rows.len() as i64 > limit).then(|| {
+        rows.truncate(limit as usize);
+        rows.last().map(|row| row.position.to_string())
+    });
+    let items = rows.into_iter().map(entry).collect::<ApiResult<_>>()?;
+    Ok(Json(AuditPage {
+        items,
+        next_cursor: next_cursor.flatten(),
+    }))
+}
