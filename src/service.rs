@@ -1,7 +1,7 @@
 //! Starting and stopping the service: the event log writer, the projection runners and the
 //! HTTP server, on one database.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use rand::{Rng, distributions::Alphanumeric};
@@ -112,9 +112,14 @@ impl Service {
         if self.state.log.head_position().await? > 0 {
             return Ok(None);
         }
-        create_account(&self.state.log, &self.state.passwords, account_name, admin)
-            .await
-            .map(Some)
+        let created = create_account(&self.state.log, &self.state.passwords, account_name, admin).await?;
+        // The administrator can log in as soon as this returns.
+        let position = created.opened.position;
+        anyhow::ensure!(
+            self.state.projections.wait_for(position, Duration::from_secs(30)).await,
+            "read models did not catch up with the new account"
+        );
+        Ok(Some(created))
     }
 
     /// Stops accepting requests, lets in-flight ones finish, stops the projections.

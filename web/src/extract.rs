@@ -66,10 +66,13 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
             return ApiError::malformed(format!("the body is not valid JSON: {inner}"));
         }
         let message = strip_position(&inner.to_string());
-        let field = unknown_field(&message)
-            .or_else(|| missing_field(&message))
-            .map(|field| join_path(&path, &field))
-            .unwrap_or_else(|| if path == "." { String::new() } else { path });
+        // The path names the offending field, except for a missing one: then it names the
+        // object that lacks it, and only the message says which.
+        let field = match missing_field(&message) {
+            Some(missing) => join_path(&path, &missing),
+            None if path == "." => String::new(),
+            None => path,
+        };
         ApiError::invalid_field(field, message)
     })?;
     deserializer
@@ -90,10 +93,6 @@ fn backticked(message: &str, prefix: &str) -> Option<String> {
     let rest = message.strip_prefix(prefix)?;
     let rest = rest.strip_prefix('`')?;
     rest.split('`').next().map(str::to_owned)
-}
-
-fn unknown_field(message: &str) -> Option<String> {
-    backticked(message, "unknown field ")
 }
 
 fn missing_field(message: &str) -> Option<String> {

@@ -1,0 +1,181 @@
+//! Test support: a fresh database per test on either backend, and the service spawned on
+//! port 0 with a logged-in administrator.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use switchyard::service::{AdminCredentials, Service, open_database};
+use switchyard_command::Database;
+use tokio::net::TcpListener;
+
+pub const POSTGRES_URL_VAR: &str = "SWITCHYARD_TEST_POSTGRES_URL";
+pub const ADMIN_EMAIL: &str = "admin@acme.example.com";
+pub const ADMIN_PASSWORD: &str = "a long enough password";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` twice: `name::sqlite` and `name::postgres`. Without
+/// `SWITCHYARD_TEST_POSTGRES_URL` at build time the PostgreSQL variant is reported ignored.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(
+                not(pg_tests),
+                ignore = "PostgreSQL not tested: set SWITCHYARD_TEST_POSTGRES_URL to run it"
+            )]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+/// A database that exists only for one test.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                Self { url, _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var(POSTGRES_URL_VAR)
+                    .unwrap_or_else(|_| panic!("{POSTGRES_URL_VAR} must be set to run PostgreSQL tests"));
+                let name = format!("sy_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(&admin_url).await.expect("connect to PostgreSQL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&admin.pool)
+                    .await
+                    .expect("create test database");
+                admin.pool.close().await;
+                let (base, _) = admin_url.rsplit_once('/').expect("URL names a database");
+                Self { url: format!("{base}/{name}"), _dir: None }
+            }
+        }
+    }
+
+    pub async fn open(&self) -> Database {
+        open_database(&self.url).await.expect("open test database")
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub token: String,
+    pub database: TestDatabase,
+    pub service: Service,
+}
+
+impl TestApp {
+    /// A fresh database, the service on port 0, the first account opened and its
+    /// administrator logged in.
+    pub async fn spawn(backend: Backend) -> Self {
+        let database = TestDatabase::new(backend).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let service = Service::start(database.open().await, listener).await.unwrap();
+        service
+            .bootstrap(
+                "Acme",
+                AdminCredentials {
+                    email: ADMIN_EMAIL.into(),
+                    password: Some(ADMIN_PASSWORD.into()),
+                },
+            )
+            .await
+            .unwrap()
+            .expect("a new database gets its first account");
+        let base = format!("http://{}", service.address);
+        let client = Client::new();
+        let token = login(&client, &base, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        Self { base, client, token, database, service }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).bearer_auth(&self.token).send().await.unwrap()
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Response {
+        self.client.put(self.url(path)).bearer_auth(&self.token).json(body).send().await.unwrap()
+    }
+
+    pub async fn put_if_match(&self, path: &str, etag: &str, body: &Value) -> Response {
+        self.client
+            .put(self.url(path))
+            .bearer_auth(&self.token)
+            .header("if-match", etag)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn audit(&self) -> Vec<Value> {
+        let page: Value = self.get("/v1/audit?limit=500").await.json().await.unwrap();
+        page["items"].as_array().unwrap().clone()
+    }
+}
+
+pub async fn login(client: &Client, base: &str, email: &str, password: &str) -> String {
+    let response = client
+        .post(format!("{base}/v1/sessions"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED, "login of {email}");
+    let body: Value = response.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// Asserts a problem+json answer with `status`, returning its body.
+pub async fn expect_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    response.json().await.unwrap()
+}
+
+/// The fields a validation problem names.
+pub fn problem_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| errors.iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+pub fn company(name: &str) -> Value {
+    json!({
+        "name": name,
+        "email": "billing@acme.example.com",
+        "company": "Acme Telecom Ltd",
+        "address_line1": "1 Exchange Square",
+        "address_line2": "",
+        "country": "GB",
+        "city": "Leeds",
+        "post_code": "LS1 4AP"
+    })
+}
