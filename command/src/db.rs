@@ -109,3 +109,42 @@ fn create_sqlite_parent_dir(url: &str) -> Result<(), sqlx::Error> {
     }
     Ok(())
 }
+
+/// Parameters one multi-row statement binds at most. Both backends allow far more (SQLite
+/// 32,766, PostgreSQL 65,535), but SQLite looks each parameter's name up with a linear scan
+/// (`sqlite3_bind_parameter_name`), so binding costs grow with the square of the count:
+/// 11,000 parameters per statement made a rebuild 20 times slower than this limit.
+pub const MAX_PARAMETERS: usize = 512;
+
+/// `$1, $2, …` for an `IN (…)` list of `count` values.
+pub fn placeholders(count: usize) -> String {
+    (1..=count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, $2), ($3, $4), …` for a multi-row INSERT of `rows` rows, with a column's cast (such
+/// as `::jsonb`) after each of its placeholders. `$N` placeholders work on both backends.
+pub fn values_clause(rows: usize, casts: &[&str]) -> String {
+    let mut clause = String::with_capacity(rows * casts.len() * 6);
+    for row in 0..rows {
+        clause.push_str(if row == 0 { "(" } else { ", (" });
+        for (column, cast) in casts.iter().enumerate() {
+            if column > 0 {
+                clause.push_str(", ");
+            }
+            clause.push_str(&format!("${}{cast}", row * casts.len() + column + 1));
+        }
+        clause.push(')');
+    }
+    clause
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_clause_numbers_placeholders_row_by_row() {
+        assert_eq!(super::values_clause(2, &["", "::jsonb"]), "($1, $2::jsonb), ($3, $4::jsonb)");
+    }
+}

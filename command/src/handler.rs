@@ -2,13 +2,25 @@
 //! was loaded. A concurrent writer makes the append conflict; the command is then decided
 //! again on the fresh state, so guards such as "unchanged since version N" are always
 //! checked against what is really stored.
+//!
+//! Loaded states are cached per stream (bounded, least recently used first out). A cached
+//! state is only a starting point: every load still reads the events after its version, so
+//! appends by other processes are never missed.
+
+use std::{
+    any::Any,
+    num::NonZeroUsize,
+    sync::{Arc, Mutex},
+};
+
+use lru::LruCache;
 
 use crate::event_log::{
     AppendError, EventCodec, EventLog, ExpectedVersion, Metadata, StreamWrite, decode, encode,
 };
 
 /// Pure domain logic: no I/O, no clocks, no randomness.
-pub trait Aggregate: Default {
+pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     type Command: Clone;
     type Event: EventCodec;
     type Error;
@@ -52,30 +64,57 @@ pub enum CommandError<E> {
 /// Attempts before a command that keeps losing races gives up.
 const MAX_ATTEMPTS: usize = 5;
 
+/// Streams whose state stays cached.
+const CACHED_STREAMS: usize = 10_000;
+
+type StateCache = LruCache<String, Arc<dyn Any + Send + Sync>>;
+
 #[derive(Clone)]
 pub struct CommandHandler {
     log: EventLog,
+    cache: Arc<Mutex<StateCache>>,
 }
 
 impl CommandHandler {
     pub fn new(log: EventLog) -> Self {
-        Self { log }
+        let capacity = NonZeroUsize::new(CACHED_STREAMS).expect("non-zero");
+        Self {
+            log,
+            cache: Arc::new(Mutex::new(LruCache::new(capacity))),
+        }
     }
 
     pub fn log(&self) -> &EventLog {
         &self.log
     }
 
+    /// The stream's current state: the cached state brought up to date with the events
+    /// appended since, by this process or any other.
     pub async fn load<A: Aggregate, E>(&self, stream_id: &str) -> Result<Loaded<A>, CommandError<E>> {
-        let mut loaded = Loaded {
-            state: A::default(),
-            version: 0,
-        };
-        for recorded in self.log.read_stream(stream_id).await? {
+        let cached = self.cache.lock().expect("cache lock").get(stream_id).cloned();
+        let mut loaded = cached
+            .and_then(|entry| entry.downcast_ref::<Loaded<A>>().cloned())
+            .unwrap_or(Loaded {
+                state: A::default(),
+                version: 0,
+            });
+        let newer = self.log.read_stream_after(stream_id, loaded.version).await?;
+        if newer.is_empty() {
+            return Ok(loaded);
+        }
+        for recorded in newer {
             loaded.state.evolve(decode(&recorded)?, recorded.version);
             loaded.version = recorded.version;
         }
+        self.remember(stream_id, &loaded);
         Ok(loaded)
+    }
+
+    fn remember<A: Aggregate>(&self, stream_id: &str, loaded: &Loaded<A>) {
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .put(stream_id.to_owned(), Arc::new(loaded.clone()));
     }
 
     /// Runs `command` against the stream, retrying on concurrent appends.
@@ -111,6 +150,7 @@ impl CommandHandler {
                         version += 1;
                         state.evolve(event, version);
                     }
+                    self.remember(stream_id, &Loaded { state: state.clone(), version });
                     return Ok(Executed {
                         state,
                         version,

@@ -1,16 +1,22 @@
 //! The audit log: one entry per event, with who, when, from where, a one-line summary and
 //! field-level `from → to` changes. Secret fields never reach it: they show as `***`.
 
+use std::collections::{HashMap, HashSet};
+
 use futures::{FutureExt, future::BoxFuture};
 use serde_json::{Map, Value, json};
 use sqlx::{AnyConnection, Row};
+use switchyard_command::db::{MAX_PARAMETERS, placeholders};
 use switchyard_command::{
     account::AccountEvent,
     event_log::{EventCodec, RecordedEvent, decode},
     user::{EmailClaimEvent, UserEvent},
 };
 
-use crate::{Projection, ProjectionError};
+use crate::{
+    Projection, ProjectionError,
+    bulk::{Param, insert_rows},
+};
 
 pub struct AuditProjection;
 
@@ -25,6 +31,9 @@ const SECRET_FIELDS: &[&str] = &[
     "recovery_codes",
 ];
 pub const REDACTED: &str = "***";
+
+/// Every section name `describe` uses.
+const SECTIONS: &[&str] = &["company", "general", "user"];
 
 /// What one event means to a person reading the audit log.
 struct Described {
@@ -91,6 +100,9 @@ pub fn diff(before: &Map<String, Value>, after: &Map<String, Value>) -> Map<Stri
     changes
 }
 
+/// Last known values of each (stream, section) touched by a batch.
+type Sections = HashMap<(String, &'static str), Map<String, Value>>;
+
 impl Projection for AuditProjection {
     fn name(&self) -> &'static str {
         "audit_log"
@@ -103,35 +115,51 @@ impl Projection for AuditProjection {
     fn apply<'c>(
         &'c self,
         conn: &'c mut AnyConnection,
-        event: &'c RecordedEvent,
+        events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>> {
         async move {
-            let described = describe(event).map_err(ProjectionError::decode(event))?;
-            let mut changes = Map::new();
-            for (section, value) in described.sections {
-                let Value::Object(after) = value else { continue };
-                let before = previous_section(conn, &event.stream_id, section).await?;
-                changes.extend(diff(&before, &after));
-                remember_section(conn, &event.stream_id, section, &after).await?;
+            let described = events
+                .iter()
+                .map(|event| describe(event).map_err(ProjectionError::decode(event)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut sections = previous_sections(conn, events).await?;
+            let mut touched = HashSet::new();
+            let mut entries = Vec::with_capacity(events.len());
+            for (event, described) in events.iter().zip(described) {
+                let mut changes = Map::new();
+                for (section, value) in described.sections {
+                    let Value::Object(after) = value else { continue };
+                    let key = (event.stream_id.clone(), section);
+                    let before = sections.get(&key);
+                    changes.extend(diff(before.unwrap_or(&Map::new()), &after));
+                    sections.insert(key.clone(), after);
+                    touched.insert(key);
+                }
+                entries.push(entry(event, described.summary, changes));
             }
-            let metadata = &event.metadata;
-            sqlx::query(
+            insert_rows(
+                conn,
                 "INSERT INTO audit_log (position, account_id, recorded_at, actor_id, client_ip, \
-                 user_agent, request_id, event_type, stream_id, summary, changes) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (position) DO NOTHING",
+                 user_agent, request_id, event_type, stream_id, summary, changes)",
+                "ON CONFLICT (position) DO NOTHING",
+                11,
+                entries,
             )
-            .bind(event.global_position)
-            .bind(metadata.account_id.to_string())
-            .bind(event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            .bind(metadata.actor.label())
-            .bind(metadata.client_ip.as_deref())
-            .bind(metadata.user_agent.as_deref())
-            .bind(metadata.request_id.as_deref())
-            .bind(event.event_type.as_str())
-            .bind(event.stream_id.as_str())
-            .bind(described.summary)
-            .bind(Value::Object(changes).to_string())
-            .execute(&mut *conn)
+            .await?;
+            let remembered = touched
+                .into_iter()
+                .map(|key| {
+                    let data = Value::Object(sections.remove(&key).unwrap_or_default()).to_string();
+                    vec![key.0.into(), key.1.into(), data.into()]
+                })
+                .collect();
+            insert_rows(
+                conn,
+                "INSERT INTO audit_sections (stream_id, section, data)",
+                "ON CONFLICT (stream_id, section) DO UPDATE SET data = excluded.data",
+                3,
+                remembered,
+            )
             .await?;
             Ok(())
         }
@@ -139,39 +167,50 @@ impl Projection for AuditProjection {
     }
 }
 
-async fn previous_section(
-    conn: &mut AnyConnection,
-    stream_id: &str,
-    section: &str,
-) -> Result<Map<String, Value>, sqlx::Error> {
-    let row = sqlx::query("SELECT data FROM audit_sections WHERE stream_id = $1 AND section = $2")
-        .bind(stream_id)
-        .bind(section)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(match row {
-        Some(row) => serde_json::from_str(&row.try_get::<String, _>(0)?)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        None => Map::new(),
-    })
+fn entry(event: &RecordedEvent, summary: String, changes: Map<String, Value>) -> Vec<Param> {
+    let metadata = &event.metadata;
+    vec![
+        event.global_position.into(),
+        metadata.account_id.to_string().into(),
+        event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into(),
+        metadata.actor.label().into(),
+        metadata.client_ip.clone().into(),
+        metadata.user_agent.clone().into(),
+        metadata.request_id.clone().into(),
+        event.event_type.as_str().into(),
+        event.stream_id.as_str().into(),
+        summary.into(),
+        Value::Object(changes).to_string().into(),
+    ]
 }
 
-async fn remember_section(
+/// The stored section values of every stream in the batch.
+async fn previous_sections(
     conn: &mut AnyConnection,
-    stream_id: &str,
-    section: &str,
-    values: &Map<String, Value>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_sections (stream_id, section, data) VALUES ($1, $2, $3) \
-         ON CONFLICT (stream_id, section) DO UPDATE SET data = excluded.data",
-    )
-    .bind(stream_id)
-    .bind(section)
-    .bind(serde_json::to_string(values).expect("JSON map serializes"))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    events: &[RecordedEvent],
+) -> Result<Sections, sqlx::Error> {
+    let mut streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let mut sections = Sections::new();
+    for chunk in streams.chunks(MAX_PARAMETERS) {
+        let sql = format!(
+            "SELECT stream_id, section, data FROM audit_sections WHERE stream_id IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for stream in chunk {
+            query = query.bind(*stream);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let section: String = row.try_get(1)?;
+            let Some(section) = SECTIONS.iter().find(|s| **s == section) else { continue };
+            let data: Map<String, Value> = serde_json::from_str(&row.try_get::<String, _>(2)?)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            sections.insert((row.try_get(0)?, *section), data);
+        }
+    }
+    Ok(sections)
 }
 
 #[cfg(test)]

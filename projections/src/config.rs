@@ -1,6 +1,8 @@
 //! Account configuration: one JSON document per account and section, with the stream version
 //! that last set it (the section's ETag).
 
+use std::collections::HashMap;
+
 use futures::{FutureExt, future::BoxFuture};
 use serde::Serialize;
 use sqlx::AnyConnection;
@@ -9,12 +11,24 @@ use switchyard_command::{
     event_log::{EventCodec, RecordedEvent, decode},
 };
 
-use crate::{Projection, ProjectionError};
+use crate::{
+    Projection, ProjectionError,
+    bulk::{Param, insert_rows},
+};
 
 pub struct ConfigProjection;
 
 pub const COMPANY: &str = "company";
 pub const GENERAL: &str = "general";
+
+/// The newest value of each (account, section) in a batch: earlier ones are overwritten.
+type Latest = HashMap<(String, &'static str), (i64, String)>;
+
+fn keep(latest: &mut Latest, event: &RecordedEvent, section: &'static str, value: &impl Serialize) {
+    let data = serde_json::to_string(value).expect("configuration serializes");
+    let account = event.metadata.account_id.to_string();
+    latest.insert((account, section), (event.version, data));
+}
 
 impl Projection for ConfigProjection {
     fn name(&self) -> &'static str {
@@ -28,48 +42,40 @@ impl Projection for ConfigProjection {
     fn apply<'c>(
         &'c self,
         conn: &'c mut AnyConnection,
-        event: &'c RecordedEvent,
+        events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>> {
         async move {
-            if event.stream_type != AccountEvent::STREAM_TYPE {
-                return Ok(());
+            let mut latest = Latest::new();
+            for event in events.iter().filter(|e| e.stream_type == AccountEvent::STREAM_TYPE) {
+                match decode::<AccountEvent>(event).map_err(ProjectionError::decode(event))? {
+                    AccountEvent::AccountOpened { company, general } => {
+                        keep(&mut latest, event, COMPANY, &company);
+                        keep(&mut latest, event, GENERAL, &general);
+                    }
+                    AccountEvent::CompanyInformationChanged(company) => {
+                        keep(&mut latest, event, COMPANY, &company)
+                    }
+                    AccountEvent::GeneralInformationChanged(general) => {
+                        keep(&mut latest, event, GENERAL, &general)
+                    }
+                }
             }
-            let account = event.metadata.account_id.to_string();
-            match decode::<AccountEvent>(event).map_err(ProjectionError::decode(event))? {
-                AccountEvent::AccountOpened { company, general } => {
-                    upsert(conn, &account, COMPANY, event.version, &company).await?;
-                    upsert(conn, &account, GENERAL, event.version, &general).await?;
-                }
-                AccountEvent::CompanyInformationChanged(company) => {
-                    upsert(conn, &account, COMPANY, event.version, &company).await?;
-                }
-                AccountEvent::GeneralInformationChanged(general) => {
-                    upsert(conn, &account, GENERAL, event.version, &general).await?;
-                }
-            }
+            let rows = latest
+                .into_iter()
+                .map(|((account, section), (version, data))| {
+                    vec![account.into(), section.into(), version.into(), data.into()]
+                })
+                .collect::<Vec<Vec<Param>>>();
+            insert_rows(
+                conn,
+                "INSERT INTO account_config (account_id, section, version, data)",
+                "ON CONFLICT (account_id, section) DO UPDATE SET version = excluded.version, data = excluded.data",
+                4,
+                rows,
+            )
+            .await?;
             Ok(())
         }
         .boxed()
     }
-}
-
-async fn upsert(
-    conn: &mut AnyConnection,
-    account: &str,
-    section: &str,
-    version: i64,
-    value: &impl Serialize,
-) -> Result<(), sqlx::Error> {
-    let data = serde_json::to_string(value).expect("configuration serializes");
-    sqlx::query(
-        "INSERT INTO account_config (account_id, section, version, data) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (account_id, section) DO UPDATE SET version = excluded.version, data = excluded.data",
-    )
-    .bind(account)
-    .bind(section)
-    .bind(version)
-    .bind(data)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

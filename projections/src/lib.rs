@@ -4,6 +4,7 @@
 //! dropped and rebuilt from the log ([`replay`]).
 
 mod audit;
+mod bulk;
 mod config;
 pub mod queries;
 pub mod replay;
@@ -25,11 +26,12 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The tables it owns, emptied before a rebuild.
     fn tables(&self) -> &'static [&'static str];
-    /// Applies one event inside the runner's transaction. Must be idempotent.
+    /// Applies a batch of events, in position order, inside the runner's transaction.
+    /// Must be idempotent: applying events already applied changes nothing.
     fn apply<'c>(
         &'c self,
         conn: &'c mut AnyConnection,
-        event: &'c RecordedEvent,
+        events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>>;
 }
 

@@ -39,9 +39,7 @@ pub(crate) async fn apply_next_batch(
     let Some(last) = events.last().map(|e| e.global_position) else {
         return Ok(Step::CaughtUp(checkpoint));
     };
-    for event in &events {
-        projection.apply(&mut tx, event).await?;
-    }
+    projection.apply(&mut tx, &events).await?;
     sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE projection = $2")
         .bind(last)
         .bind(projection.name())

@@ -7,7 +7,10 @@ use switchyard_command::{
     user::UserEvent,
 };
 
-use crate::{Projection, ProjectionError};
+use crate::{
+    Projection, ProjectionError,
+    bulk::{Param, insert_rows},
+};
 
 pub struct UsersProjection;
 
@@ -23,31 +26,33 @@ impl Projection for UsersProjection {
     fn apply<'c>(
         &'c self,
         conn: &'c mut AnyConnection,
-        event: &'c RecordedEvent,
+        events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>> {
         async move {
-            if event.stream_type != UserEvent::STREAM_TYPE {
-                return Ok(());
-            }
-            let user_id = event.stream_id.trim_start_matches("user-");
-            match decode::<UserEvent>(event).map_err(ProjectionError::decode(event))? {
-                UserEvent::UserRegistered(registration) => {
-                    sqlx::query(
-                        "INSERT INTO users (id, account_id, email, name, role, password_hash, version, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(user_id)
-                    .bind(registration.account_id.to_string())
-                    .bind(registration.email.normalized())
-                    .bind(registration.name.as_str())
-                    .bind(registration.role.as_str())
-                    .bind(registration.password_hash)
-                    .bind(event.version)
-                    .bind(event.recorded_at.to_rfc3339())
-                    .execute(&mut *conn)
-                    .await?;
+            let mut registered: Vec<Vec<Param>> = Vec::new();
+            for event in events.iter().filter(|e| e.stream_type == UserEvent::STREAM_TYPE) {
+                let user_id = event.stream_id.trim_start_matches("user-");
+                match decode::<UserEvent>(event).map_err(ProjectionError::decode(event))? {
+                    UserEvent::UserRegistered(registration) => registered.push(vec![
+                        user_id.into(),
+                        registration.account_id.to_string().into(),
+                        registration.email.normalized().into(),
+                        registration.name.as_str().into(),
+                        registration.role.as_str().into(),
+                        registration.password_hash.into(),
+                        event.version.into(),
+                        event.recorded_at.to_rfc3339().into(),
+                    ]),
                 }
             }
+            insert_rows(
+                conn,
+                "INSERT INTO users (id, account_id, email, name, role, password_hash, version, created_at)",
+                "ON CONFLICT (id) DO NOTHING",
+                8,
+                registered,
+            )
+            .await?;
             Ok(())
         }
         .boxed()

@@ -72,7 +72,16 @@ impl EventLog {
 
     /// Every event of one stream, in version order, upcast to the current schema.
     pub async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-        reader::read_stream(&self.db, stream_id).await
+        self.read_stream_after(stream_id, 0).await
+    }
+
+    /// The events of one stream after `version`, in version order.
+    pub async fn read_stream_after(
+        &self,
+        stream_id: &str,
+        version: i64,
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        reader::read_stream_after(&self.db, stream_id, version).await
     }
 
     /// Up to `limit` events after `position`, in position order.

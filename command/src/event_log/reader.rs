@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Row, any::{AnyExecutor, AnyRow}};
 
 use super::{RecordedEvent, upcast::upcast};
-use crate::{Backend, Database};
+use crate::{Backend, Database, db::placeholders};
 
 macro_rules! select_events {
     (sqlite, $($rest:literal)*) => {
@@ -35,12 +35,17 @@ macro_rules! for_backend {
     };
 }
 
-pub(super) async fn read_stream(
+pub(super) async fn read_stream_after(
     db: &Database,
     stream_id: &str,
+    version: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    let sql = for_backend!(db.backend, "WHERE stream_id = $1 ORDER BY version");
-    let rows = sqlx::query(sql).bind(stream_id).fetch_all(&db.pool).await?;
+    let sql = for_backend!(db.backend, "WHERE stream_id = $1 AND version > $2 ORDER BY version");
+    let rows = sqlx::query(sql)
+        .bind(stream_id)
+        .bind(version)
+        .fetch_all(&db.pool)
+        .await?;
     rows.iter().map(decode_row).collect()
 }
 
@@ -115,14 +120,6 @@ pub(super) async fn head_position(db: &Database) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
         .fetch_one(&db.pool)
         .await
-}
-
-/// `$1, $2, …` for `count` parameters: the placeholder syntax both backends accept.
-fn placeholders(count: usize) -> String {
-    (1..=count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn decode_row(row: &AnyRow) -> Result<RecordedEvent, sqlx::Error> {

@@ -24,13 +24,16 @@ use super::{
     AppendError, Appended, Metadata, StreamWrite,
     reader::{find_event_ids, stream_versions},
 };
-use crate::{Backend, Database};
+use crate::{
+    Backend, Database,
+    db::{MAX_PARAMETERS, values_clause},
+};
 
 pub(super) const QUEUE_CAPACITY: usize = 8192;
 /// Appends committed together at most; bounds a batch's transaction time.
 const MAX_BATCH: usize = 512;
-/// Rows per INSERT statement: 9 parameters each stays far below both backends' limits.
-const ROWS_PER_INSERT: usize = 500;
+/// Rows per INSERT statement (9 parameters each).
+const ROWS_PER_INSERT: usize = MAX_PARAMETERS / 9;
 /// Advisory lock key that serialises event-log writers on PostgreSQL ("SWITCHYD").
 const POSTGRES_APPEND_LOCK: i64 = 0x5357_4954_4348_5944;
 
@@ -258,16 +261,6 @@ async fn insert(
         Backend::Sqlite => ["", "", "", "", "", "", "", "", ""],
         Backend::Postgres => ["", "", "", "::uuid", "", "", "::jsonb", "::jsonb", "::timestamptz"],
     };
-    let values: Vec<String> = (0..rows.len())
-        .map(|row| {
-            let columns: Vec<String> = casts
-                .iter()
-                .enumerate()
-                .map(|(column, cast)| format!("${}{cast}", row * casts.len() + column + 1))
-                .collect();
-            format!("({})", columns.join(", "))
-        })
-        .collect();
     let returning = match backend {
         Backend::Sqlite => "event_id",
         Backend::Postgres => "event_id::text",
@@ -275,7 +268,7 @@ async fn insert(
     let sql = format!(
         "INSERT INTO events (stream_id, stream_type, version, event_id, event_type, \
          schema_version, data, metadata, recorded_at) VALUES {} RETURNING {returning}, global_position",
-        values.join(", ")
+        values_clause(rows.len(), &casts)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in rows {
