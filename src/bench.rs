@@ -96,7 +96,7 @@ pub async fn run(db: Database, options: &BenchOptions) -> anyhow::Result<BenchRe
     let command_time = started.elapsed();
 
     let started = Instant::now();
-    replay::rebuild_all(&db, |_, _| {}).await?;
+    replay::rebuild_all(&db, |_| {}).await?;
     let rebuild_time = started.elapsed();
     Ok(BenchReport {
         commands: options.commands,

@@ -104,13 +104,10 @@ async fn main() -> anyhow::Result<()> {
             let log = EventLog::start(db.clone()).await?;
             let head = log.head_position().await?;
             let bar = ProgressBar::new(head.max(0) as u64).with_style(
-                ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} events ({per_sec})")?
+                ProgressStyle::with_template("[{bar:40}] {pos}/{len} events ({per_sec})")?
                     .progress_chars("=> "),
             );
-            replay::rebuild_all(&db, |projection, position| {
-                bar.set_message(projection.to_owned());
-                bar.set_position(position.max(0) as u64);
-            })
+            replay::rebuild_all(&db, |position| bar.set_position(position.max(0) as u64))
             .await?;
             bar.finish();
             println!("Rebuilt every read model from {head} events.");

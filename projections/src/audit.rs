@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use futures::{FutureExt, future::BoxFuture};
 use serde_json::{Map, Value, json};
 use sqlx::{AnyConnection, Row};
-use switchyard_command::db::{MAX_PARAMETERS, placeholders};
+use switchyard_command::{Backend, db::MAX_PARAMETERS};
 use switchyard_command::{
     account::AccountEvent,
     event_log::{EventCodec, RecordedEvent, decode},
@@ -196,7 +196,7 @@ async fn previous_sections(
     for chunk in streams.chunks(MAX_PARAMETERS) {
         let sql = format!(
             "SELECT stream_id, section, data FROM audit_sections WHERE stream_id IN ({})",
-            placeholders(chunk.len())
+            Backend::of(conn).placeholders(chunk.len(), "")
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for stream in chunk {

@@ -2,7 +2,7 @@
 //! statements, instead of a statement per event.
 
 use sqlx::AnyConnection;
-use switchyard_command::db::{MAX_PARAMETERS, values_clause};
+use switchyard_command::{Backend, db::MAX_PARAMETERS};
 
 /// One bound value.
 pub(crate) enum Param {
@@ -44,10 +44,11 @@ pub(crate) async fn insert_rows(
     rows: Vec<Vec<Param>>,
 ) -> Result<(), sqlx::Error> {
     let casts = vec![""; columns];
+    let backend = Backend::of(conn);
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Param>> = rows.by_ref().take(MAX_PARAMETERS / columns).collect();
-        let sql = format!("{insert} VALUES {} {on_conflict}", values_clause(chunk.len(), &casts));
+        let sql = format!("{insert} VALUES {} {on_conflict}", backend.values_clause(chunk.len(), &casts));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for param in chunk.into_iter().flatten() {
             query = match param {

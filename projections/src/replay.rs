@@ -1,40 +1,54 @@
-//! Rebuilding read models from the event log.
+//! Rebuilding read models from the event log: one pass over the log, each batch applied to
+//! every projection in one transaction that also moves every checkpoint.
 
-use switchyard_command::Database;
+use switchyard_command::{Backend, Database, event_log::read_after};
 
-use crate::{
-    Projection, ProjectionError,
-    runner::{Step, apply_next_batch},
-};
+use crate::{Projection, ProjectionError, runner::save_checkpoint};
 
-/// Empties every read model and applies the whole log again, projection by projection.
-/// `progress(projection, position)` is called after each batch.
-pub async fn rebuild_all(
-    db: &Database,
-    mut progress: impl FnMut(&str, i64),
-) -> Result<(), ProjectionError> {
-    for projection in crate::all() {
-        reset(db, projection.as_ref()).await?;
-        while let Step::Advanced(position) = apply_next_batch(db, projection.as_ref()).await? {
-            progress(projection.name(), position);
+/// Events read and applied per transaction during a rebuild: larger than the live runner's
+/// batches, since nobody waits for a rebuild's first events.
+const REBUILD_BATCH: i64 = 5_000;
+
+/// Empties every read model and applies the whole log again. `progress(position)` is called
+/// after each batch.
+pub async fn rebuild_all(db: &Database, mut progress: impl FnMut(i64)) -> Result<(), ProjectionError> {
+    let projections = crate::all();
+    reset(db, &projections).await?;
+    let mut position = 0;
+    loop {
+        let mut tx = match db.backend {
+            Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => db.pool.begin().await?,
+        };
+        let events = read_after(&mut *tx, db.backend, position, REBUILD_BATCH).await?;
+        let Some(last) = events.last().map(|e| e.global_position) else {
+            return Ok(());
+        };
+        for projection in &projections {
+            projection.apply(&mut tx, &events).await?;
+            save_checkpoint(&mut tx, projection.name(), last).await?;
         }
+        tx.commit().await?;
+        position = last;
+        progress(position);
     }
-    Ok(())
 }
 
-async fn reset(db: &Database, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+async fn reset(db: &Database, projections: &[std::sync::Arc<dyn Projection>]) -> Result<(), sqlx::Error> {
     let mut tx = db.pool.begin().await?;
-    for table in projection.tables() {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
-            .execute(&mut *tx)
-            .await?;
+    for projection in projections {
+        for table in projection.tables() {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, 0) \
+             ON CONFLICT (projection) DO UPDATE SET position = 0",
+        )
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
     }
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, 0) \
-         ON CONFLICT (projection) DO UPDATE SET position = 0",
-    )
-    .bind(projection.name())
-    .execute(&mut *tx)
-    .await?;
     tx.commit().await
 }

@@ -40,13 +40,22 @@ pub(crate) async fn apply_next_batch(
         return Ok(Step::CaughtUp(checkpoint));
     };
     projection.apply(&mut tx, &events).await?;
-    sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE projection = $2")
-        .bind(last)
-        .bind(projection.name())
-        .execute(&mut *tx)
-        .await?;
+    save_checkpoint(&mut tx, projection.name(), last).await?;
     tx.commit().await?;
     Ok(Step::Advanced(last))
+}
+
+pub(crate) async fn save_checkpoint(
+    tx: &mut Transaction<'static, Any>,
+    projection: &str,
+    position: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE projection = $2")
+        .bind(position)
+        .bind(projection)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn lock_checkpoint(db: &Database, name: &str) -> Result<Transaction<'static, Any>, sqlx::Error> {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Row, any::{AnyExecutor, AnyRow}};
 
 use super::{RecordedEvent, upcast::upcast};
-use crate::{Backend, Database, db::placeholders};
+use crate::{Backend, Database};
 
 macro_rules! select_events {
     (sqlite, $($rest:literal)*) => {
@@ -78,14 +78,15 @@ pub(super) async fn find_event_ids<'e>(
     if event_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let id_column = match backend {
-        Backend::Sqlite => "event_id",
-        Backend::Postgres => "event_id::text",
+    // Compare as UUIDs on PostgreSQL, so the unique index on event_id is used.
+    let (id_column, cast) = match backend {
+        Backend::Sqlite => ("event_id", ""),
+        Backend::Postgres => ("event_id::text", "::uuid"),
     };
     let sql = format!(
         "SELECT {id_column}, global_position, stream_id, version FROM events \
-         WHERE {id_column} IN ({})",
-        placeholders(event_ids.len())
+         WHERE event_id IN ({})",
+        backend.placeholders(event_ids.len(), cast)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in event_ids {
@@ -100,11 +101,12 @@ pub(super) async fn find_event_ids<'e>(
 /// The current version of each of the given streams that exists.
 pub(super) async fn stream_versions<'e>(
     executor: impl AnyExecutor<'e>,
+    backend: Backend,
     stream_ids: &[&str],
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let sql = format!(
         "SELECT stream_id, MAX(version) FROM events WHERE stream_id IN ({}) GROUP BY stream_id",
-        placeholders(stream_ids.len())
+        backend.placeholders(stream_ids.len(), "")
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in stream_ids {

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     Backend, Database,
-    db::{MAX_PARAMETERS, values_clause},
+    db::MAX_PARAMETERS,
 };
 
 pub(super) const QUEUE_CAPACITY: usize = 8192;
@@ -117,7 +117,7 @@ async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::
     };
     let mut versions: HashMap<String, i64> = HashMap::new();
     for chunk in stream_ids.chunks(ROWS_PER_INSERT) {
-        versions.extend(stream_versions(&mut *tx, chunk).await?);
+        versions.extend(stream_versions(&mut *tx, db.backend, chunk).await?);
     }
 
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
@@ -268,7 +268,7 @@ async fn insert(
     let sql = format!(
         "INSERT INTO events (stream_id, stream_type, version, event_id, event_type, \
          schema_version, data, metadata, recorded_at) VALUES {} RETURNING {returning}, global_position",
-        values_clause(rows.len(), &casts)
+        backend.values_clause(rows.len(), &casts)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in rows {
