@@ -80,22 +80,27 @@ async fn main() -> anyhow::Result<()> {
             admin_email,
             admin_password,
         } => {
+            // Installed first, so a signal that arrives during start-up is not lost.
+            let stop = shutdown_signal()?;
             let listener = tokio::net::TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("listening on {bind}"))?;
-            let service = Service::start(db, listener).await?;
+            let mut service = Service::start(db).await?;
             let admin = AdminCredentials {
                 email: admin_email,
                 password: admin_password,
             };
+            // Before serving, so the printed credentials work as soon as anyone can connect.
             if let Some(created) = service.bootstrap(&account_name, admin).await? {
                 println!("Opened the first account {}.", created.opened.account_id);
+                println!("Administrator: {}", created.admin_email);
                 if let Some(password) = created.generated_password {
                     println!("Administrator password (shown only now): {password}");
                 }
             }
-            tracing::info!(address = %service.address, database = %service::redact_url(&url), "serving");
-            shutdown_signal().await;
+            let address = service.serve(listener)?;
+            tracing::info!(%address, database = %service::redact_url(&url), "serving");
+            stop.await;
             tracing::info!("shutting down: finishing in-flight requests");
             service.shutdown().await?;
         }
@@ -152,19 +157,19 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves at Ctrl-C or SIGTERM. The handlers are installed when this is called.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
-    }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let interrupt = tokio::signal::ctrl_c();
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = interrupt.await;
+    })
 }

@@ -30,6 +30,8 @@ pub struct AdminCredentials {
 
 pub struct CreatedAccount {
     pub opened: OpenedAccount,
+    /// The administrator's email, normalised as stored.
+    pub admin_email: String,
     /// Set when the password was generated: show it once, it is stored only as a hash.
     pub generated_password: Option<String>,
 }
@@ -60,47 +62,51 @@ pub async fn create_account(
         NewAccount {
             name,
             admin_name: Text::parse("Administrator", 1, 100).expect("valid name"),
-            admin_email: email,
+            admin_email: email.clone(),
             admin_password_hash: passwords.hash(password).await,
         },
     )
     .await?;
     Ok(CreatedAccount {
         opened,
+        admin_email: email.normalized(),
         generated_password,
     })
 }
 
-/// A running service; [`Service::shutdown`] stops it after in-flight requests finish.
+/// A running service: event log writer and projections, then (after [`Service::serve`])
+/// HTTP. [`Service::shutdown`] stops it after in-flight requests finish.
 pub struct Service {
-    pub address: SocketAddr,
     pub state: AppState,
     shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Service {
-    /// Starts everything on an open (migrated) database and serves HTTP on `listener`.
-    pub async fn start(db: Database, listener: TcpListener) -> anyhow::Result<Self> {
+    /// Starts the event log writer and the projections on an open (migrated) database.
+    pub async fn start(db: Database) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         let log = EventLog::start(db).await.context("starting the event log")?;
         let projections = Projections::start(&log, shutdown.clone());
-        let state = AppState::new(log, projections, password_hasher());
+        Ok(Self {
+            state: AppState::new(log, projections, password_hasher()),
+            shutdown,
+            server: None,
+        })
+    }
+
+    /// Serves the HTTP API on `listener` until shutdown; answers the address it serves on.
+    pub fn serve(&mut self, listener: TcpListener) -> anyhow::Result<SocketAddr> {
         let address = listener.local_addr()?;
-        let app = switchyard_web::router(state.clone())
+        let app = switchyard_web::router(self.state.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
-        let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
+        let stop = self.shutdown.clone();
+        self.server = Some(tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
-        });
-        Ok(Self {
-            address,
-            state,
-            shutdown,
-            server,
-        })
+        }));
+        Ok(address)
     }
 
     /// On an empty database, opens the first account (the platform operator's).
@@ -125,7 +131,9 @@ impl Service {
     /// Stops accepting requests, lets in-flight ones finish, stops the projections.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.server.await??;
+        if let Some(server) = self.server {
+            server.await??;
+        }
         Ok(())
     }
 }

@@ -89,8 +89,7 @@ impl TestApp {
     /// administrator logged in.
     pub async fn spawn(backend: Backend) -> Self {
         let database = TestDatabase::new(backend).await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let service = Service::start(database.open().await, listener).await.unwrap();
+        let mut service = Service::start(database.open().await).await.unwrap();
         service
             .bootstrap(
                 "Acme",
@@ -102,7 +101,8 @@ impl TestApp {
             .await
             .unwrap()
             .expect("a new database gets its first account");
-        let base = format!("http://{}", service.address);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", service.serve(listener).unwrap());
         let client = Client::new();
         let token = login(&client, &base, ADMIN_EMAIL, ADMIN_PASSWORD).await;
         Self { base, client, token, database, service }
