@@ -55,9 +55,15 @@ impl BenchReport {
 
 /// Runs on an empty, migrated database.
 pub async fn run(db: Database, options: &BenchOptions) -> anyhow::Result<BenchReport> {
-    anyhow::ensure!(options.accounts > 0 && options.callers > 0, "need accounts and callers");
+    anyhow::ensure!(
+        options.accounts > 0 && options.callers > 0,
+        "need accounts and callers"
+    );
     let log = EventLog::start(db.clone()).await?;
-    anyhow::ensure!(log.head_position().await? == 0, "bench needs an empty database");
+    anyhow::ensure!(
+        log.head_position().await? == 0,
+        "bench needs an empty database"
+    );
     let accounts = open_accounts(&log, options.accounts).await?;
 
     let handler = CommandHandler::new(log.clone());

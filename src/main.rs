@@ -15,7 +15,10 @@ use switchyard_projections::replay;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(version, about = "Switchyard: the account backend of a hosted VoIP platform")]
+#[command(
+    version,
+    about = "Switchyard: the account backend of a hosted VoIP platform"
+)]
 struct Cli {
     #[command(flatten)]
     database: DatabaseSettings,
@@ -34,7 +37,11 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_ACCOUNT_NAME", default_value = "Operator")]
         account_name: String,
         /// On an empty database: the first administrator's email.
-        #[arg(long, env = "SWITCHYARD_ADMIN_EMAIL", default_value = "admin@switchyard.local")]
+        #[arg(
+            long,
+            env = "SWITCHYARD_ADMIN_EMAIL",
+            default_value = "admin@switchyard.local"
+        )]
         admin_email: String,
         /// On an empty database: the first administrator's password (generated if absent).
         #[arg(long, env = "SWITCHYARD_ADMIN_PASSWORD", hide_env_values = true)]
@@ -68,7 +75,9 @@ enum AccountCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let cli = Cli::parse();
     let url = cli.database.url();
@@ -112,8 +121,7 @@ async fn main() -> anyhow::Result<()> {
                 ProgressStyle::with_template("[{bar:40}] {pos}/{len} events ({per_sec})")?
                     .progress_chars("=> "),
             );
-            replay::rebuild_all(&db, |position| bar.set_position(position.max(0) as u64))
-            .await?;
+            replay::rebuild_all(&db, |position| bar.set_position(position.max(0) as u64)).await?;
             bar.finish();
             println!("Rebuilt every read model from {head} events.");
         }
@@ -127,7 +135,8 @@ async fn main() -> anyhow::Result<()> {
                 email: admin_email,
                 password: admin_password,
             };
-            let created = service::create_account(&log, &PasswordHasher::new(1), &name, admin).await?;
+            let created =
+                service::create_account(&log, &PasswordHasher::new(1), &name, admin).await?;
             println!("{}", created.opened.account_id);
             if let Some(password) = created.generated_password {
                 eprintln!("Administrator password (shown only now): {password}");

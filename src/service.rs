@@ -44,7 +44,8 @@ pub async fn create_account(
     admin: AdminCredentials,
 ) -> anyhow::Result<CreatedAccount> {
     let name = Text::parse(name, 1, 100).map_err(|e| anyhow::anyhow!("account name: {e}"))?;
-    let email = EmailAddress::parse(&admin.email).map_err(|e| anyhow::anyhow!("admin email: {e}"))?;
+    let email =
+        EmailAddress::parse(&admin.email).map_err(|e| anyhow::anyhow!("admin email: {e}"))?;
     let (password, generated_password) = match admin.password {
         Some(password) if password.chars().count() >= 8 => (password, None),
         Some(_) => anyhow::bail!("admin password: must be at least 8 characters"),
@@ -86,7 +87,9 @@ impl Service {
     /// Starts the event log writer and the projections on an open (migrated) database.
     pub async fn start(db: Database) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
-        let log = EventLog::start(db).await.context("starting the event log")?;
+        let log = EventLog::start(db)
+            .await
+            .context("starting the event log")?;
         let projections = Projections::start(&log, shutdown.clone());
         Ok(Self {
             state: AppState::new(log, projections, password_hasher()),
@@ -118,11 +121,15 @@ impl Service {
         if self.state.log.head_position().await? > 0 {
             return Ok(None);
         }
-        let created = create_account(&self.state.log, &self.state.passwords, account_name, admin).await?;
+        let created =
+            create_account(&self.state.log, &self.state.passwords, account_name, admin).await?;
         // The administrator can log in as soon as this returns.
         let position = created.opened.position;
         anyhow::ensure!(
-            self.state.projections.wait_for(position, Duration::from_secs(30)).await,
+            self.state
+                .projections
+                .wait_for(position, Duration::from_secs(30))
+                .await,
             "read models did not catch up with the new account"
         );
         Ok(Some(created))

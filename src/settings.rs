@@ -12,7 +12,12 @@ pub struct DatabaseSettings {
     pub database_url: Option<String>,
 
     /// Folder for local state: the SQLite database (and, later, keys).
-    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "data", global = true)]
+    #[arg(
+        long,
+        env = "SWITCHYARD_DATA_DIR",
+        default_value = "data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 }
 

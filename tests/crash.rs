@@ -32,7 +32,11 @@ impl Drop for Server {
 }
 
 async fn start(database: &TestDatabase) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("serve")
         .env("SWITCHYARD_DATABASE_URL", &database.url)
@@ -68,8 +72,12 @@ async fn a_killed_server_loses_no_acknowledged_change(backend: Backend) {
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let writers: Vec<_> = (0..4)
         .map(|writer| {
-            let (client, token, base, acknowledged) =
-                (client.clone(), token.clone(), server.base.clone(), acknowledged.clone());
+            let (client, token, base, acknowledged) = (
+                client.clone(),
+                token.clone(),
+                server.base.clone(),
+                acknowledged.clone(),
+            );
             tokio::spawn(async move {
                 for n in 0.. {
                     let name = format!("W{writer} N{n}");
@@ -105,7 +113,10 @@ async fn a_killed_server_loses_no_acknowledged_change(backend: Backend) {
     let mut cursor = String::new();
     loop {
         let page: Value = client
-            .get(format!("{}/v1/audit?type=CompanyInformationChanged&limit=500{cursor}", server.base))
+            .get(format!(
+                "{}/v1/audit?type=CompanyInformationChanged&limit=500{cursor}",
+                server.base
+            ))
             .bearer_auth(&token)
             .send()
             .await
@@ -121,21 +132,33 @@ async fn a_killed_server_loses_no_acknowledged_change(backend: Backend) {
             None => break,
         }
     }
-    let lost: Vec<_> = acknowledged.iter().filter(|name| !recorded.contains(name)).collect();
-    assert!(lost.is_empty(), "acknowledged but lost after the kill: {lost:?}");
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|name| !recorded.contains(name))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost after the kill: {lost:?}"
+    );
 }
 
 async fn sigterm_shuts_down_gracefully(backend: Backend) {
     let database = TestDatabase::new(backend).await;
     let mut server = start(&database).await;
     // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) },
+        0
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "still running 10 s after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "exit status {status}");

@@ -51,27 +51,49 @@ fn metadata() -> Metadata {
 
 async fn log(backend: Backend) -> (EventLog, TestDatabase) {
     let database = TestDatabase::new(backend).await;
-    (EventLog::start(database.open().await).await.unwrap(), database)
+    (
+        EventLog::start(database.open().await).await.unwrap(),
+        database,
+    )
 }
 
 async fn appends_and_reads_a_stream(backend: Backend) {
     let (log, _db) = log(backend).await;
     let meta = metadata();
     let first = log
-        .append(vec![write("s-1", ExpectedVersion::NoStream, vec![event(1), event(2)])], meta.clone())
+        .append(
+            vec![write(
+                "s-1",
+                ExpectedVersion::NoStream,
+                vec![event(1), event(2)],
+            )],
+            meta.clone(),
+        )
         .await
         .unwrap();
     assert_eq!(first.stream_versions, vec![2]);
     let second = log
-        .append(vec![write("s-1", ExpectedVersion::Exact(2), vec![event(3)])], meta.clone())
+        .append(
+            vec![write("s-1", ExpectedVersion::Exact(2), vec![event(3)])],
+            meta.clone(),
+        )
         .await
         .unwrap();
     assert_eq!(second.stream_versions, vec![3]);
     assert!(second.last_position > first.last_position);
 
     let stream = log.read_stream("s-1").await.unwrap();
-    assert_eq!(stream.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(stream.iter().map(|e| e.data["n"].as_i64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        stream.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        stream
+            .iter()
+            .map(|e| e.data["n"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     assert_eq!(stream[0].metadata, meta, "metadata round-trips");
     assert_eq!(stream[0].stream_type, "test");
     assert!(log.read_stream("s-unknown").await.unwrap().is_empty());
@@ -80,9 +102,12 @@ async fn appends_and_reads_a_stream(backend: Backend) {
 
 async fn a_conflict_writes_nothing_of_the_whole_append(backend: Backend) {
     let (log, _db) = log(backend).await;
-    log.append(vec![write("a", ExpectedVersion::NoStream, vec![event(1)])], metadata())
-        .await
-        .unwrap();
+    log.append(
+        vec![write("a", ExpectedVersion::NoStream, vec![event(1)])],
+        metadata(),
+    )
+    .await
+    .unwrap();
     // The second write is stale, so the first must not be stored either.
     let outcome = log
         .append(
@@ -94,7 +119,11 @@ async fn a_conflict_writes_nothing_of_the_whole_append(backend: Backend) {
         )
         .await;
     match outcome {
-        Err(AppendError::Conflict { stream_id, expected, actual }) => {
+        Err(AppendError::Conflict {
+            stream_id,
+            expected,
+            actual,
+        }) => {
             assert_eq!((stream_id.as_str(), expected, actual), ("a", 0, 1));
         }
         other => panic!("expected a conflict, got {other:?}"),
@@ -107,12 +136,18 @@ async fn a_retried_append_is_stored_once(backend: Backend) {
     let (log, _db) = log(backend).await;
     let events = vec![event(1), event(2)];
     let first = log
-        .append(vec![write("r", ExpectedVersion::NoStream, events.clone())], metadata())
+        .append(
+            vec![write("r", ExpectedVersion::NoStream, events.clone())],
+            metadata(),
+        )
         .await
         .unwrap();
     // The same events again, as a client whose first attempt timed out would send them.
     let retried = log
-        .append(vec![write("r", ExpectedVersion::NoStream, events)], metadata())
+        .append(
+            vec![write("r", ExpectedVersion::NoStream, events)],
+            metadata(),
+        )
         .await
         .unwrap();
     assert_eq!(retried, first);
@@ -124,8 +159,11 @@ async fn concurrent_appends_to_one_stream_let_exactly_one_win(backend: Backend) 
     let attempts = futures::future::join_all((0..16).map(|n| {
         let log = log.clone();
         async move {
-            log.append(vec![write("hot", ExpectedVersion::NoStream, vec![event(n)])], metadata())
-                .await
+            log.append(
+                vec![write("hot", ExpectedVersion::NoStream, vec![event(n)])],
+                metadata(),
+            )
+            .await
         }
     }))
     .await;
@@ -239,13 +277,23 @@ async fn a_reader_following_concurrent_writers_sees_every_position_once_in_order
     }
 
     let db = database.open().await;
-    let stored: Vec<i64> = sqlx::query_scalar("SELECT global_position FROM events ORDER BY global_position")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
+    let stored: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM events ORDER BY global_position")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(stored.len(), total);
-    assert_eq!(seen.len(), seen.iter().collect::<HashSet<_>>().len(), "no position twice");
+    assert_eq!(
+        seen.len(),
+        seen.iter().collect::<HashSet<_>>().len(),
+        "no position twice"
+    );
     let seen: HashSet<i64> = seen.into_iter().collect();
     let skipped: Vec<i64> = stored.into_iter().filter(|p| !seen.contains(p)).collect();
-    assert!(skipped.is_empty(), "the reader skipped {} positions, first {:?}", skipped.len(), &skipped[..skipped.len().min(10)]);
+    assert!(
+        skipped.is_empty(),
+        "the reader skipped {} positions, first {:?}",
+        skipped.len(),
+        &skipped[..skipped.len().min(10)]
+    );
 }

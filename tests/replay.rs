@@ -25,10 +25,12 @@ async fn dump(db: &Database) -> Vec<(String, Vec<String>)> {
     ];
     let mut dumped = Vec::new();
     for (table, order) in tables {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table} ORDER BY {order}")))
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM {table} ORDER BY {order}"
+        )))
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
         let rows: Vec<String> = rows
             .iter()
             .map(|row| {
@@ -41,7 +43,10 @@ async fn dump(db: &Database) -> Vec<(String, Vec<String>)> {
                     .join(" | ")
             })
             .collect();
-        assert!(!rows.is_empty(), "{table} is empty: the comparison would prove nothing");
+        assert!(
+            !rows.is_empty(),
+            "{table} is empty: the comparison would prove nothing"
+        );
         dumped.push((table.to_owned(), rows));
     }
     dumped
@@ -50,20 +55,32 @@ async fn dump(db: &Database) -> Vec<(String, Vec<String>)> {
 async fn a_rebuild_equals_the_live_read_models(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     for n in 0..3 {
-        app.put("/v1/account/company", &company(&format!("Acme {n}"))).await;
+        app.put("/v1/account/company", &company(&format!("Acme {n}")))
+            .await;
     }
-    app.put("/v1/account/general", &json!({"currency": "EUR", "date_format": "DD/MM/YYYY", "login_alerts": true}))
-        .await;
+    app.put(
+        "/v1/account/general",
+        &json!({"currency": "EUR", "date_format": "DD/MM/YYYY", "login_alerts": true}),
+    )
+    .await;
     let state = &app.service.state;
     let second = create_account(
         &state.log,
         &state.passwords,
         "Globex",
-        AdminCredentials { email: "root@globex.example.com".into(), password: Some("globex password".into()) },
+        AdminCredentials {
+            email: "root@globex.example.com".into(),
+            password: Some("globex password".into()),
+        },
     )
     .await
     .unwrap();
-    assert!(state.projections.wait_for(second.opened.position, Duration::from_secs(10)).await);
+    assert!(
+        state
+            .projections
+            .wait_for(second.opened.position, Duration::from_secs(10))
+            .await
+    );
 
     let db = app.database.open().await;
     let live = dump(&db).await;

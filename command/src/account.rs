@@ -113,7 +113,9 @@ pub struct Account {
 }
 
 impl Account {
-    fn opened(&self) -> Result<&(Versioned<CompanyInformation>, Versioned<GeneralInformation>), AccountError> {
+    fn opened(
+        &self,
+    ) -> Result<&(Versioned<CompanyInformation>, Versioned<GeneralInformation>), AccountError> {
         self.sections.as_ref().ok_or(AccountError::NotFound)
     }
 }
@@ -170,8 +172,14 @@ impl Aggregate for Account {
         match (event, &mut self.sections) {
             (AccountEvent::AccountOpened { company, general }, sections) => {
                 *sections = Some((
-                    Versioned { value: company, version },
-                    Versioned { value: general, version },
+                    Versioned {
+                        value: company,
+                        version,
+                    },
+                    Versioned {
+                        value: general,
+                        version,
+                    },
                 ));
             }
             (AccountEvent::CompanyInformationChanged(value), Some((company, _))) => {
@@ -210,7 +218,9 @@ mod tests {
             company: company("Acme"),
             general: GeneralInformation::default(),
         };
-        given::<Account>(vec![]).when(open.clone()).then(vec![opened()]);
+        given::<Account>(vec![])
+            .when(open.clone())
+            .then(vec![opened()]);
         given::<Account>(vec![opened()])
             .when(open)
             .then_error(AccountError::AlreadyOpened);
@@ -219,17 +229,28 @@ mod tests {
     #[test]
     fn changing_company_information_records_the_new_value() {
         given::<Account>(vec![opened()])
-            .when(AccountCommand::ChangeCompanyInformation(company("Acme Ltd"), None))
-            .then(vec![AccountEvent::CompanyInformationChanged(company("Acme Ltd"))]);
+            .when(AccountCommand::ChangeCompanyInformation(
+                company("Acme Ltd"),
+                None,
+            ))
+            .then(vec![AccountEvent::CompanyInformationChanged(company(
+                "Acme Ltd",
+            ))]);
     }
 
     #[test]
     fn a_change_that_changes_nothing_records_nothing() {
         given::<Account>(vec![opened()])
-            .when(AccountCommand::ChangeCompanyInformation(company("Acme"), Some(1)))
+            .when(AccountCommand::ChangeCompanyInformation(
+                company("Acme"),
+                Some(1),
+            ))
             .then(vec![]);
         given::<Account>(vec![opened()])
-            .when(AccountCommand::ChangeGeneralInformation(GeneralInformation::default(), None))
+            .when(AccountCommand::ChangeGeneralInformation(
+                GeneralInformation::default(),
+                None,
+            ))
             .then(vec![]);
     }
 
@@ -237,8 +258,14 @@ mod tests {
     fn a_stale_seen_version_is_refused() {
         let renamed = AccountEvent::CompanyInformationChanged(company("Acme Ltd"));
         given::<Account>(vec![opened(), renamed])
-            .when(AccountCommand::ChangeCompanyInformation(company("Other"), Some(1)))
-            .then_error(AccountError::SectionChanged { seen: 1, current: 2 });
+            .when(AccountCommand::ChangeCompanyInformation(
+                company("Other"),
+                Some(1),
+            ))
+            .then_error(AccountError::SectionChanged {
+                seen: 1,
+                current: 2,
+            });
     }
 
     #[test]
@@ -250,14 +277,20 @@ mod tests {
         };
         // The company changed at version 2, but general information is still at 1.
         given::<Account>(vec![opened(), renamed])
-            .when(AccountCommand::ChangeGeneralInformation(general.clone(), Some(1)))
+            .when(AccountCommand::ChangeGeneralInformation(
+                general.clone(),
+                Some(1),
+            ))
             .then(vec![AccountEvent::GeneralInformationChanged(general)]);
     }
 
     #[test]
     fn changes_need_an_account() {
         given::<Account>(vec![])
-            .when(AccountCommand::ChangeCompanyInformation(company("Acme"), None))
+            .when(AccountCommand::ChangeCompanyInformation(
+                company("Acme"),
+                None,
+            ))
             .then_error(AccountError::NotFound);
     }
 }

@@ -4,10 +4,7 @@
 use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    AnyPool, Executor,
-    any::AnyPoolOptions,
-    migrate::Migrator,
-    sqlite::SqliteConnectOptions,
+    AnyPool, Executor, any::AnyPoolOptions, migrate::Migrator, sqlite::SqliteConnectOptions,
 };
 
 /// Which database engine a URL points at.
@@ -172,6 +169,9 @@ mod tests {
             Backend::Postgres.values_clause(2, &["", "::jsonb"]),
             "($1, $2::jsonb), ($3, $4::jsonb)"
         );
-        assert_eq!(Backend::Sqlite.values_clause(2, &["", ""]), "(?, ?), (?, ?)");
+        assert_eq!(
+            Backend::Sqlite.values_clause(2, &["", ""]),
+            "(?, ?), (?, ?)"
+        );
     }
 }

@@ -90,15 +90,26 @@ impl CommandHandler {
 
     /// The stream's current state: the cached state brought up to date with the events
     /// appended since, by this process or any other.
-    pub async fn load<A: Aggregate, E>(&self, stream_id: &str) -> Result<Loaded<A>, CommandError<E>> {
-        let cached = self.cache.lock().expect("cache lock").get(stream_id).cloned();
+    pub async fn load<A: Aggregate, E>(
+        &self,
+        stream_id: &str,
+    ) -> Result<Loaded<A>, CommandError<E>> {
+        let cached = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(stream_id)
+            .cloned();
         let mut loaded = cached
             .and_then(|entry| entry.downcast_ref::<Loaded<A>>().cloned())
             .unwrap_or(Loaded {
                 state: A::default(),
                 version: 0,
             });
-        let newer = self.log.read_stream_after(stream_id, loaded.version).await?;
+        let newer = self
+            .log
+            .read_stream_after(stream_id, loaded.version)
+            .await?;
         if newer.is_empty() {
             return Ok(loaded);
         }
@@ -126,7 +137,9 @@ impl CommandHandler {
     ) -> Result<Executed<A>, CommandError<A::Error>> {
         for _ in 0..MAX_ATTEMPTS {
             let Loaded { mut state, version } = self.load::<A, _>(stream_id).await?;
-            let events = state.decide(command.clone()).map_err(CommandError::Domain)?;
+            let events = state
+                .decide(command.clone())
+                .map_err(CommandError::Domain)?;
             if events.is_empty() {
                 return Ok(Executed {
                     state,
@@ -150,7 +163,13 @@ impl CommandHandler {
                         version += 1;
                         state.evolve(event, version);
                     }
-                    self.remember(stream_id, &Loaded { state: state.clone(), version });
+                    self.remember(
+                        stream_id,
+                        &Loaded {
+                            state: state.clone(),
+                            version,
+                        },
+                    );
                     return Ok(Executed {
                         state,
                         version,

@@ -4,7 +4,9 @@
 use crate::{
     account::{Account, AccountCommand, CompanyInformation, GeneralInformation},
     domain::{AccountId, EmailAddress, Text, UserId},
-    event_log::{AppendError, EventCodec, EventLog, ExpectedVersion, Metadata, StreamWrite, encode},
+    event_log::{
+        AppendError, EventCodec, EventLog, ExpectedVersion, Metadata, StreamWrite, encode,
+    },
     handler::Aggregate,
     user::{EmailClaimEvent, Registration, Role, User, email_claim_stream},
 };

@@ -55,15 +55,22 @@ impl PasswordHasher {
         self.run(move || {
             let known = hash.is_some();
             let hash = hash.unwrap_or_else(|| DUMMY_HASH.clone());
-            let matches = PasswordHash::new(&hash)
-                .is_ok_and(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok());
+            let matches = PasswordHash::new(&hash).is_ok_and(|parsed| {
+                argon2()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            });
             known && matches
         })
         .await
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
-        let _permit = self.permits.acquire().await.expect("semaphore never closes");
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closes");
         tokio::task::spawn_blocking(work)
             .await
             .expect("password hashing does not panic")
@@ -78,8 +85,15 @@ mod tests {
     async fn hashes_with_argon2id_at_owasp_parameters_and_verifies() {
         let hasher = PasswordHasher::new(2);
         let hash = hasher.hash("correct horse".into()).await;
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert!(hasher.verify("correct horse".into(), Some(hash.clone())).await);
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            hasher
+                .verify("correct horse".into(), Some(hash.clone()))
+                .await
+        );
         assert!(!hasher.verify("wrong horse".into(), Some(hash)).await);
         assert!(!hasher.verify("correct horse".into(), None).await);
     }

@@ -47,7 +47,10 @@ fn describe(event: &RecordedEvent) -> Result<Described, serde_json::Error> {
         AccountEvent::STREAM_TYPE => match decode::<AccountEvent>(event)? {
             AccountEvent::AccountOpened { company, general } => Described {
                 summary: format!("Account \"{}\" opened", company.name.as_str()),
-                sections: vec![("company", serde_json::to_value(&company)?), ("general", serde_json::to_value(&general)?)],
+                sections: vec![
+                    ("company", serde_json::to_value(&company)?),
+                    ("general", serde_json::to_value(&general)?),
+                ],
             },
             AccountEvent::CompanyInformationChanged(company) => Described {
                 summary: "Company information changed".into(),
@@ -84,7 +87,9 @@ fn describe(event: &RecordedEvent) -> Result<Described, serde_json::Error> {
 /// `{field: {from, to}}` for every field whose value differs, secrets redacted.
 pub fn diff(before: &Map<String, Value>, after: &Map<String, Value>) -> Map<String, Value> {
     let mut changes = Map::new();
-    let fields = before.keys().chain(after.keys().filter(|k| !before.contains_key(*k)));
+    let fields = before
+        .keys()
+        .chain(after.keys().filter(|k| !before.contains_key(*k)));
     for field in fields {
         let (from, to) = (before.get(field), after.get(field));
         if from == to {
@@ -128,7 +133,9 @@ impl Projection for AuditProjection {
             for (event, described) in events.iter().zip(described) {
                 let mut changes = Map::new();
                 for (section, value) in described.sections {
-                    let Value::Object(after) = value else { continue };
+                    let Value::Object(after) = value else {
+                        continue;
+                    };
                     let key = (event.stream_id.clone(), section);
                     let before = sections.get(&key);
                     changes.extend(diff(before.unwrap_or(&Map::new()), &after));
@@ -172,7 +179,10 @@ fn entry(event: &RecordedEvent, summary: String, changes: Map<String, Value>) ->
     vec![
         event.global_position.into(),
         metadata.account_id.to_string().into(),
-        event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into(),
+        event
+            .recorded_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .into(),
         metadata.actor.label().into(),
         metadata.client_ip.clone().into(),
         metadata.user_agent.clone().into(),
@@ -204,7 +214,9 @@ async fn previous_sections(
         }
         for row in query.fetch_all(&mut *conn).await? {
             let section: String = row.try_get(1)?;
-            let Some(section) = SECTIONS.iter().find(|s| **s == section) else { continue };
+            let Some(section) = SECTIONS.iter().find(|s| **s == section) else {
+                continue;
+            };
             let data: Map<String, Value> = serde_json::from_str(&row.try_get::<String, _>(2)?)
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             sections.insert((row.try_get(0)?, *section), data);
@@ -240,6 +252,9 @@ mod tests {
             json!({"password_hash": {"from": "***", "to": "***"}})
         );
         let first = diff(&Map::new(), &object(json!({"api_key": "sk_live_123"})));
-        assert_eq!(Value::Object(first), json!({"api_key": {"from": null, "to": "***"}}));
+        assert_eq!(
+            Value::Object(first),
+            json!({"api_key": {"from": null, "to": "***"}})
+        );
     }
 }

@@ -48,7 +48,10 @@ pub(crate) async fn insert_rows(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Param>> = rows.by_ref().take(MAX_PARAMETERS / columns).collect();
-        let sql = format!("{insert} VALUES {} {on_conflict}", backend.values_clause(chunk.len(), &casts));
+        let sql = format!(
+            "{insert} VALUES {} {on_conflict}",
+            backend.values_clause(chunk.len(), &casts)
+        );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for param in chunk.into_iter().flatten() {
             query = match param {

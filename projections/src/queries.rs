@@ -16,11 +16,13 @@ pub async fn config_section(
     account: AccountId,
     section: &str,
 ) -> Result<Option<Section>, sqlx::Error> {
-    let row = sqlx::query("SELECT version, data FROM account_config WHERE account_id = $1 AND section = $2")
-        .bind(account.to_string())
-        .bind(section)
-        .fetch_optional(&db.pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT version, data FROM account_config WHERE account_id = $1 AND section = $2",
+    )
+    .bind(account.to_string())
+    .bind(section)
+    .fetch_optional(&db.pool)
+    .await?;
     row.map(|row| {
         Ok(Section {
             version: row.try_get(0)?,
@@ -44,7 +46,10 @@ pub struct UserRow {
 const USER_COLUMNS: &str = "id, account_id, email, name, role, password_hash";
 
 /// For login: emails are unique across the installation.
-pub async fn user_by_email(db: &Database, normalized_email: &str) -> Result<Option<UserRow>, sqlx::Error> {
+pub async fn user_by_email(
+    db: &Database,
+    normalized_email: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
     )))
@@ -53,7 +58,11 @@ pub async fn user_by_email(db: &Database, normalized_email: &str) -> Result<Opti
     .await
 }
 
-pub async fn user(db: &Database, account: AccountId, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+pub async fn user(
+    db: &Database,
+    account: AccountId,
+    user_id: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {USER_COLUMNS} FROM users WHERE account_id = $1 AND id = $2"
     )))

@@ -11,7 +11,10 @@ const REBUILD_BATCH: i64 = 5_000;
 
 /// Empties every read model and applies the whole log again. `progress(position)` is called
 /// after each batch.
-pub async fn rebuild_all(db: &Database, mut progress: impl FnMut(i64)) -> Result<(), ProjectionError> {
+pub async fn rebuild_all(
+    db: &Database,
+    mut progress: impl FnMut(i64),
+) -> Result<(), ProjectionError> {
     let projections = crate::all();
     reset(db, &projections).await?;
     let mut position = 0;
@@ -34,7 +37,10 @@ pub async fn rebuild_all(db: &Database, mut progress: impl FnMut(i64)) -> Result
     }
 }
 
-async fn reset(db: &Database, projections: &[std::sync::Arc<dyn Projection>]) -> Result<(), sqlx::Error> {
+async fn reset(
+    db: &Database,
+    projections: &[std::sync::Arc<dyn Projection>],
+) -> Result<(), sqlx::Error> {
     let mut tx = db.pool.begin().await?;
     for projection in projections {
         for table in projection.tables() {

@@ -8,7 +8,10 @@
 use std::{sync::Arc, time::Duration};
 
 use sqlx::{Any, Transaction};
-use switchyard_command::{Backend, Database, event_log::{EventLog, read_after}};
+use switchyard_command::{
+    Backend, Database,
+    event_log::{EventLog, read_after},
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +61,10 @@ pub(crate) async fn save_checkpoint(
     Ok(())
 }
 
-async fn lock_checkpoint(db: &Database, name: &str) -> Result<Transaction<'static, Any>, sqlx::Error> {
+async fn lock_checkpoint(
+    db: &Database,
+    name: &str,
+) -> Result<Transaction<'static, Any>, sqlx::Error> {
     sqlx::query(
         "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, 0) \
          ON CONFLICT (projection) DO NOTHING",
@@ -83,7 +89,10 @@ async fn read_checkpoint(
             "SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE"
         }
     };
-    sqlx::query_scalar(sql).bind(name).fetch_one(&mut **tx).await
+    sqlx::query_scalar(sql)
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await
 }
 
 /// A running projection's progress.
@@ -113,7 +122,12 @@ impl Projections {
             .map(|projection| {
                 let (checkpoint_tx, checkpoint) = watch::channel(0);
                 let name = projection.name();
-                tokio::spawn(run(log.clone(), projection, checkpoint_tx, shutdown.clone()));
+                tokio::spawn(run(
+                    log.clone(),
+                    projection,
+                    checkpoint_tx,
+                    shutdown.clone(),
+                ));
                 ProjectionHandle { name, checkpoint }
             })
             .collect();

@@ -53,20 +53,29 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-                Self { url, _dir: Some(dir) }
+                Self {
+                    url,
+                    _dir: Some(dir),
+                }
             }
             Backend::Postgres => {
-                let admin_url = std::env::var(POSTGRES_URL_VAR)
-                    .unwrap_or_else(|_| panic!("{POSTGRES_URL_VAR} must be set to run PostgreSQL tests"));
+                let admin_url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+                    panic!("{POSTGRES_URL_VAR} must be set to run PostgreSQL tests")
+                });
                 let name = format!("sy_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(&admin_url).await.expect("connect to PostgreSQL");
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("connect to PostgreSQL");
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&admin.pool)
                     .await
                     .expect("create test database");
                 admin.pool.close().await;
                 let (base, _) = admin_url.rsplit_once('/').expect("URL names a database");
-                Self { url: format!("{base}/{name}"), _dir: None }
+                Self {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                }
             }
         }
     }
@@ -105,7 +114,13 @@ impl TestApp {
         let base = format!("http://{}", service.serve(listener).unwrap());
         let client = Client::new();
         let token = login(&client, &base, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-        Self { base, client, token, database, service }
+        Self {
+            base,
+            client,
+            token,
+            database,
+            service,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -113,11 +128,22 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.client.get(self.url(path)).bearer_auth(&self.token).send().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> Response {
-        self.client.put(self.url(path)).bearer_auth(&self.token).json(body).send().await.unwrap()
+        self.client
+            .put(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn put_if_match(&self, path: &str, etag: &str, body: &Value) -> Response {
@@ -163,7 +189,12 @@ pub async fn expect_problem(response: Response, status: StatusCode) -> Value {
 pub fn problem_fields(problem: &Value) -> Vec<String> {
     problem["errors"]
         .as_array()
-        .map(|errors| errors.iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect())
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

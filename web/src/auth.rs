@@ -174,7 +174,8 @@ impl FromRequestParts<AppState> for Caller {
         .ok_or_else(ApiError::unauthenticated)?;
         let invalid = |what: &str| ApiError::internal(format!("session row has an invalid {what}"));
         Ok(Self {
-            user_id: UserId::parse(&row.try_get::<String, _>(0)?).ok_or_else(|| invalid("user id"))?,
+            user_id: UserId::parse(&row.try_get::<String, _>(0)?)
+                .ok_or_else(|| invalid("user id"))?,
             account_id: AccountId::parse(&row.try_get::<String, _>(1)?)
                 .ok_or_else(|| invalid("account id"))?,
             role: Role::parse(&row.try_get::<String, _>(2)?).ok_or_else(|| invalid("role"))?,

@@ -67,11 +67,19 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn precondition_failed(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", detail)
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            detail,
+        )
     }
 
     pub fn conflict(detail: impl Into<String>) -> Self {
@@ -108,7 +116,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let unauthenticated = self.status == StatusCode::UNAUTHORIZED;
         let problem = ProblemDetails::new()
-            .with_type(format!("/problems/{}", self.code).parse::<axum::http::Uri>().expect("problem codes are URI paths"))
+            .with_type(
+                format!("/problems/{}", self.code)
+                    .parse::<axum::http::Uri>()
+                    .expect("problem codes are URI paths"),
+            )
             .with_status(self.status)
             .with_title(self.code)
             .with_detail(self.detail)

@@ -31,16 +31,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "send the body as JSON with `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection: BytesRejection| match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the body is over the limit of {} bytes", crate::MAX_BODY_BYTES),
-                ),
-                _ => ApiError::malformed(rejection.body_text()),
-            })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection: BytesRejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!(
+                            "the body is over the limit of {} bytes",
+                            crate::MAX_BODY_BYTES
+                        ),
+                    ),
+                    _ => ApiError::malformed(rejection.body_text()),
+                })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -165,11 +169,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         if value == "*" {
             return Ok(Self(None));
         }
-        crate::etag::parse(value).map(|version| Self(Some(version))).ok_or_else(|| {
-            ApiError::precondition_failed(format!(
-                "If-Match {value:?} matches no version of this resource"
-            ))
-        })
+        crate::etag::parse(value)
+            .map(|version| Self(Some(version)))
+            .ok_or_else(|| {
+                ApiError::precondition_failed(format!(
+                    "If-Match {value:?} matches no version of this resource"
+                ))
+            })
     }
 }
 
@@ -195,7 +201,10 @@ mod tests {
     #[test]
     fn malformed_json_is_400() {
         assert_eq!(rejected(r#"{"name":"a""#).status(), StatusCode::BAD_REQUEST);
-        assert_eq!(rejected(r#"{"name":"a","port":1} x"#).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            rejected(r#"{"name":"a","port":1} x"#).status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]

@@ -88,9 +88,7 @@ mod tests {
             "Ops@example.com"
         );
         assert_eq!(
-            EmailAddress::parse("Ops@Example.COM")
-                .unwrap()
-                .normalized(),
+            EmailAddress::parse("Ops@Example.COM").unwrap().normalized(),
             "ops@example.com"
         );
         for bad in ["", "plain", "a@", "@b.com", "a b@c.com", "a@nodot"] {
@@ -106,7 +104,13 @@ mod tests {
             PhoneNumber::parse("+44 20 7123-4567").unwrap().as_str(),
             "+442071234567"
         );
-        for bad in ["02071234567", "+0123456789", "+12", "+1234567890123456", "+44abc1234567"] {
+        for bad in [
+            "02071234567",
+            "+0123456789",
+            "+12",
+            "+1234567890123456",
+            "+44abc1234567",
+        ] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -42,7 +42,10 @@ mod tests {
         assert_eq!(Text::parse("  Acme  ", 1, 10).unwrap().as_str(), "Acme");
         assert!(Text::parse("   ", 1, 10).is_err());
         assert!(Text::parse("", 0, 10).is_ok());
-        assert!(Text::parse("ééééé", 0, 5).is_ok(), "counts characters, not bytes");
+        assert!(
+            Text::parse("ééééé", 0, 5).is_ok(),
+            "counts characters, not bytes"
+        );
         assert!(Text::parse("123456", 0, 5).is_err());
         assert!(Text::parse("a\u{7}b", 0, 5).is_err());
     }

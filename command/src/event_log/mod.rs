@@ -11,11 +11,10 @@ mod upcast;
 mod writer;
 
 pub use codec::{EventCodec, decode, encode};
-pub use types::{
-    Actor, Appended, AppendError, ExpectedVersion, Metadata, NewEvent, RecordedEvent,
-    StreamWrite,
-};
 pub use reader::read_after;
+pub use types::{
+    Actor, AppendError, Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamWrite,
+};
 pub use upcast::current_schema_version;
 
 use tokio::sync::{mpsc, oneshot, watch};

@@ -2,7 +2,10 @@
 //! UUID, JSONB and TIMESTAMPTZ columns are read as text.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, any::{AnyExecutor, AnyRow}};
+use sqlx::{
+    Row,
+    any::{AnyExecutor, AnyRow},
+};
 
 use super::{RecordedEvent, upcast::upcast};
 use crate::{Backend, Database};
@@ -40,7 +43,10 @@ pub(super) async fn read_stream_after(
     stream_id: &str,
     version: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    let sql = for_backend!(db.backend, "WHERE stream_id = $1 AND version > $2 ORDER BY version");
+    let sql = for_backend!(
+        db.backend,
+        "WHERE stream_id = $1 AND version > $2 ORDER BY version"
+    );
     let rows = sqlx::query(sql)
         .bind(stream_id)
         .bind(version)
@@ -94,7 +100,14 @@ pub(super) async fn find_event_ids<'e>(
     }
     let rows = query.fetch_all(executor).await?;
     rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)))
+        .map(|row| {
+            Ok((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            ))
+        })
         .collect()
 }
 

@@ -24,10 +24,7 @@ use super::{
     AppendError, Appended, Metadata, StreamWrite,
     reader::{find_event_ids, stream_versions},
 };
-use crate::{
-    Backend, Database,
-    db::MAX_PARAMETERS,
-};
+use crate::{Backend, Database, db::MAX_PARAMETERS};
 
 pub(super) const QUEUE_CAPACITY: usize = 8192;
 /// Appends committed together at most; bounds a batch's transaction time.
@@ -45,7 +42,11 @@ pub(super) struct Pending {
 
 type Outcome = Result<Appended, AppendError>;
 
-pub(super) async fn run(db: Database, mut queue: mpsc::Receiver<Pending>, head: watch::Sender<i64>) {
+pub(super) async fn run(
+    db: Database,
+    mut queue: mpsc::Receiver<Pending>,
+    head: watch::Sender<i64>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let pending = std::mem::take(&mut batch);
@@ -146,9 +147,13 @@ async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::
         .collect();
     let recorded_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let append_of: HashMap<&str, usize> =
-            chunk.iter().map(|r| (r.event_id.as_str(), r.append)).collect();
-        for (event_id, position) in insert(&mut tx, db.backend, chunk, &metadata, &recorded_at).await? {
+        let append_of: HashMap<&str, usize> = chunk
+            .iter()
+            .map(|r| (r.event_id.as_str(), r.append))
+            .collect();
+        for (event_id, position) in
+            insert(&mut tx, db.backend, chunk, &metadata, &recorded_at).await?
+        {
             if let Ok(appended) = &mut outcomes[append_of[event_id.as_str()]] {
                 appended.last_position = appended.last_position.max(position);
             }
@@ -259,7 +264,17 @@ async fn insert(
     // PostgreSQL's native column types need casts from the text parameters.
     let casts = match backend {
         Backend::Sqlite => ["", "", "", "", "", "", "", "", ""],
-        Backend::Postgres => ["", "", "", "::uuid", "", "", "::jsonb", "::jsonb", "::timestamptz"],
+        Backend::Postgres => [
+            "",
+            "",
+            "",
+            "::uuid",
+            "",
+            "",
+            "::jsonb",
+            "::jsonb",
+            "::timestamptz",
+        ],
     };
     let returning = match backend {
         Backend::Sqlite => "event_id",

@@ -75,7 +75,10 @@ struct AuditPage {
 fn time_filter(field: &str, raw: Option<String>) -> ApiResult<Option<String>> {
     raw.map(|raw| {
         DateTime::parse_from_rfc3339(&raw)
-            .map(|at| at.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Micros, true))
+            .map(|at| {
+                at.with_timezone(&Utc)
+                    .to_rfc3339_opts(SecondsFormat::Micros, true)
+            })
             .map_err(|_| ApiError::invalid_field(field, format!("{raw:?} is not an RFC 3339 time")))
     })
     .transpose()
@@ -112,11 +115,18 @@ async fn list_audit(
     caller.require_administrator()?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid_field("limit", format!("must be 1 to {MAX_LIMIT}")));
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        ));
     }
     let before = query
         .cursor
-        .map(|cursor| cursor.parse::<i64>().map_err(|_| ApiError::invalid_field("cursor", "is not a cursor this API gave out")))
+        .map(|cursor| {
+            cursor
+                .parse::<i64>()
+                .map_err(|_| ApiError::invalid_field("cursor", "is not a cursor this API gave out"))
+        })
         .transpose()?;
     let filter = AuditFilter {
         actor: query.actor,

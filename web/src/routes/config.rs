@@ -11,7 +11,10 @@ use switchyard_command::{
     account::{
         Account, AccountCommand, AccountError, CompanyInformation, GeneralInformation, Versioned,
     },
-    domain::{CountryCode, CurrencyCode, DateFormat, EmailAddress, FieldError, PhoneNumber, Text, Validator},
+    domain::{
+        CountryCode, CurrencyCode, DateFormat, EmailAddress, FieldError, PhoneNumber, Text,
+        Validator,
+    },
     handler::CommandError,
 };
 use switchyard_projections::queries;
@@ -68,7 +71,10 @@ impl Company {
         let company = v.field("company", Text::parse(&self.company, 0, 100));
         let address_line1 = v.field("address_line1", Text::parse(&self.address_line1, 0, 200));
         let address_line2 = v.field("address_line2", Text::parse(&self.address_line2, 0, 200));
-        let country = v.field("country", optional(self.country.as_deref(), CountryCode::parse));
+        let country = v.field(
+            "country",
+            optional(self.country.as_deref(), CountryCode::parse),
+        );
         let city = v.field("city", Text::parse(&self.city, 0, 100));
         let post_code = v.field("post_code", Text::parse(&self.post_code, 0, 20));
         v.finish(|| {
@@ -113,7 +119,10 @@ impl General {
         let currency = v.field("currency", CurrencyCode::parse(&self.currency));
         let date_format = v.field("date_format", DateFormat::parse(&self.date_format));
         let phone = v.field("phone", optional(self.phone.as_deref(), PhoneNumber::parse));
-        let mobile = v.field("mobile", optional(self.mobile.as_deref(), PhoneNumber::parse));
+        let mobile = v.field(
+            "mobile",
+            optional(self.mobile.as_deref(), PhoneNumber::parse),
+        );
         v.finish(|| {
             Some(GeneralInformation {
                 currency: currency?,
@@ -127,7 +136,10 @@ impl General {
 }
 
 /// Absent, null and empty all mean "not set".
-fn optional<T, E>(raw: Option<&str>, parse: impl FnOnce(&str) -> Result<T, E>) -> Result<Option<T>, E> {
+fn optional<T, E>(
+    raw: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>, E> {
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
         Some(raw) => parse(raw).map(Some),
@@ -170,7 +182,9 @@ async fn change_section<T: Serialize>(
             CommandError::Domain(error @ AccountError::SectionChanged { .. }) => {
                 ApiError::precondition_failed(format!("If-Match is stale: {error}"))
             }
-            CommandError::Domain(error @ AccountError::AlreadyOpened) => ApiError::conflict(error.to_string()),
+            CommandError::Domain(error @ AccountError::AlreadyOpened) => {
+                ApiError::conflict(error.to_string())
+            }
             CommandError::TooMuchContention(_) => {
                 ApiError::conflict("the configuration is being changed concurrently; try again")
             }
@@ -178,7 +192,10 @@ async fn change_section<T: Serialize>(
         })?;
     // Later reads (this section, the audit log) see the change too.
     if let Some(position) = executed.position
-        && !state.projections.wait_for(position, READ_YOUR_WRITES_TIMEOUT).await
+        && !state
+            .projections
+            .wait_for(position, READ_YOUR_WRITES_TIMEOUT)
+            .await
     {
         tracing::warn!(position, "read models did not catch up before the response");
     }

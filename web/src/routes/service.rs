@@ -6,7 +6,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{AppState, READY_MAX_LAG, error::ApiError};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
 pub fn openapi_route(openapi: utoipa::openapi::OpenApi) -> Router<AppState> {
@@ -45,8 +47,14 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
         .iter()
         .map(|handle| (handle.name.to_owned(), (head - handle.checkpoint()).into()))
         .collect();
-    let ready = lags.values().all(|lag| lag.as_i64().unwrap_or(i64::MAX) <= READY_MAX_LAG);
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let ready = lags
+        .values()
+        .all(|lag| lag.as_i64().unwrap_or(i64::MAX) <= READY_MAX_LAG);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(serde_json::json!({"database": "ok", "head": head, "projection_lag": lags})),

@@ -70,7 +70,10 @@ async fn login(
     // Verify even for an unknown email, so timing does not reveal which emails exist.
     let verified = state
         .passwords
-        .verify(request.password, user.as_ref().map(|u| u.password_hash.clone()))
+        .verify(
+            request.password,
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
         .await;
     let user = match user {
         Some(user) if verified => user,
@@ -94,7 +97,12 @@ async fn login(
             role: user.role,
         },
     };
-    Ok((StatusCode::CREATED, [(header::SET_COOKIE, cookie)], Json(body)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::SET_COOKIE, cookie)],
+        Json(body),
+    )
+        .into_response())
 }
 
 /// End the current session; its token stops working.
