@@ -111,24 +111,29 @@ pub(super) async fn find_event_ids<'e>(
         .collect()
 }
 
-/// The current version of each of the given streams that exists.
+/// The current version of each of the given streams that exists: one index probe per
+/// stream for its last version, rather than a scan of its history.
 pub(super) async fn stream_versions<'e>(
     executor: impl AnyExecutor<'e>,
     backend: Backend,
     stream_ids: &[&str],
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let sql = format!(
-        "SELECT stream_id, MAX(version) FROM events WHERE stream_id IN ({}) GROUP BY stream_id",
-        backend.placeholders(stream_ids.len(), "")
+        "SELECT s.column1, (SELECT MAX(version) FROM events WHERE stream_id = s.column1) \
+         FROM (VALUES {}) AS s",
+        backend.values_clause(stream_ids.len(), &[""])
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in stream_ids {
         query = query.bind(*id);
     }
-    let rows = query.fetch_all(executor).await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect()
+    let mut versions = Vec::with_capacity(stream_ids.len());
+    for row in query.fetch_all(executor).await? {
+        if let Some(version) = row.try_get::<Option<i64>, _>(1)? {
+            versions.push((row.try_get(0)?, version));
+        }
+    }
+    Ok(versions)
 }
 
 pub(super) async fn head_position(db: &Database) -> Result<i64, sqlx::Error> {
