@@ -32,7 +32,7 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
 }
 
 /// State of a stream at a version.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Loaded<A> {
     pub state: A,
     pub version: i64,
@@ -90,26 +90,23 @@ impl CommandHandler {
 
     /// The stream's current state: the cached state brought up to date with the events
     /// appended since, by this process or any other.
-    pub async fn load<A: Aggregate, E>(
+    pub async fn load<A: Aggregate, E>(&self, stream_id: &str) -> Result<Loaded<A>, CommandError<E>> {
+        let cached = self.cached(stream_id).unwrap_or_default();
+        self.catch_up(stream_id, cached).await
+    }
+
+    fn cached<A: Aggregate>(&self, stream_id: &str) -> Option<Loaded<A>> {
+        let entry = self.cache.lock().expect("cache lock").get(stream_id).cloned()?;
+        entry.downcast_ref::<Loaded<A>>().cloned()
+    }
+
+    /// Applies the events stored after `loaded.version`.
+    async fn catch_up<A: Aggregate, E>(
         &self,
         stream_id: &str,
+        mut loaded: Loaded<A>,
     ) -> Result<Loaded<A>, CommandError<E>> {
-        let cached = self
-            .cache
-            .lock()
-            .expect("cache lock")
-            .get(stream_id)
-            .cloned();
-        let mut loaded = cached
-            .and_then(|entry| entry.downcast_ref::<Loaded<A>>().cloned())
-            .unwrap_or(Loaded {
-                state: A::default(),
-                version: 0,
-            });
-        let newer = self
-            .log
-            .read_stream_after(stream_id, loaded.version)
-            .await?;
+        let newer = self.log.read_stream_after(stream_id, loaded.version).await?;
         if newer.is_empty() {
             return Ok(loaded);
         }
@@ -129,28 +126,43 @@ impl CommandHandler {
     }
 
     /// Runs `command` against the stream, retrying on concurrent appends.
+    ///
+    /// A cached state is decided on without reading the log first: if it is stale, the
+    /// append's version check refuses it and the command runs again on the caught-up state.
+    /// An answer that appends nothing (no change, or a refusal) cannot rely on that check,
+    /// so it is only given once the state has been caught up with the log.
     pub async fn execute<A: Aggregate>(
         &self,
         stream_id: &str,
         command: A::Command,
         metadata: &Metadata,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let (mut loaded, mut current) = match self.cached::<A>(stream_id) {
+            Some(cached) => (cached, false),
+            None => (self.load(stream_id).await?, true),
+        };
         for _ in 0..MAX_ATTEMPTS {
-            let Loaded { mut state, version } = self.load::<A, _>(stream_id).await?;
-            let events = state
-                .decide(command.clone())
-                .map_err(CommandError::Domain)?;
-            if events.is_empty() {
-                return Ok(Executed {
-                    state,
-                    version,
-                    position: None,
-                });
-            }
+            let decided = loaded.state.decide(command.clone());
+            let events = match decided {
+                Ok(events) if !events.is_empty() => events,
+                _ if !current => {
+                    loaded = self.catch_up(stream_id, loaded).await?;
+                    current = true;
+                    continue;
+                }
+                Ok(_) => {
+                    return Ok(Executed {
+                        state: loaded.state,
+                        version: loaded.version,
+                        position: None,
+                    });
+                }
+                Err(error) => return Err(CommandError::Domain(error)),
+            };
             let write = StreamWrite {
                 stream_id: stream_id.to_owned(),
                 stream_type: A::Event::STREAM_TYPE.to_owned(),
-                expected: match version {
+                expected: match loaded.version {
                     0 => ExpectedVersion::NoStream,
                     v => ExpectedVersion::Exact(v),
                 },
@@ -158,25 +170,21 @@ impl CommandHandler {
             };
             match self.log.append(vec![write], metadata.clone()).await {
                 Ok(appended) => {
-                    let mut version = version;
                     for event in events {
-                        version += 1;
-                        state.evolve(event, version);
+                        loaded.version += 1;
+                        loaded.state.evolve(event, loaded.version);
                     }
-                    self.remember(
-                        stream_id,
-                        &Loaded {
-                            state: state.clone(),
-                            version,
-                        },
-                    );
+                    self.remember(stream_id, &loaded);
                     return Ok(Executed {
-                        state,
-                        version,
+                        state: loaded.state,
+                        version: loaded.version,
                         position: Some(appended.last_position),
                     });
                 }
-                Err(AppendError::Conflict { .. }) => continue,
+                Err(AppendError::Conflict { .. }) => {
+                    loaded = self.catch_up(stream_id, loaded).await?;
+                    current = true;
+                }
                 Err(other) => return Err(other.into()),
             }
         }
