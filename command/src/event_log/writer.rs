@@ -96,17 +96,6 @@ struct EventRow {
 
 async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut tx = begin(db).await?;
-    let event_ids: Vec<String> = batch
-        .iter()
-        .flat_map(|p| p.writes.iter().flat_map(|w| &w.events))
-        .map(|e| e.event_id.to_string())
-        .collect();
-    let stored: HashMap<String, (i64, String, i64)> =
-        find_event_ids(&mut *tx, db.backend, &event_ids)
-            .await?
-            .into_iter()
-            .map(|(id, position, stream, version)| (id, (position, stream, version)))
-            .collect();
     let stream_ids: Vec<&str> = {
         let mut ids: Vec<&str> = batch
             .iter()
@@ -124,8 +113,7 @@ async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
     let mut rows = Vec::new();
     for (index, pending) in batch.iter().enumerate() {
-        let outcome = match plan(pending, &stored, &mut versions) {
-            Planned::Retry(appended) => Ok(appended),
+        let outcome = match plan(pending, &mut versions) {
             Planned::Rejected(error) => Err(error),
             Planned::Write(new_rows, stream_versions) => {
                 rows.extend(new_rows.into_iter().map(|mut row| {
@@ -141,6 +129,7 @@ async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::
         outcomes.push(outcome);
     }
 
+    answer_retries(&mut tx, db.backend, batch, &mut outcomes).await?;
     let metadata: Vec<String> = batch
         .iter()
         .map(|p| serde_json::to_string(&p.metadata).expect("metadata serializes"))
@@ -178,8 +167,6 @@ async fn begin(db: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> 
 }
 
 enum Planned {
-    /// Every event is already stored: a retried append, answered as the first time.
-    Retry(Appended),
     Rejected(AppendError),
     Write(Vec<EventRow>, Vec<i64>),
 }
@@ -187,16 +174,11 @@ enum Planned {
 /// Checks one append against the stream versions seen so far in this batch.
 fn plan(
     pending: &Pending,
-    stored: &HashMap<String, (i64, String, i64)>,
     versions: &mut HashMap<String, i64>,
 ) -> Planned {
     let writes = &pending.writes;
     if writes.is_empty() || writes.iter().any(|w| w.events.is_empty()) {
         return Planned::Rejected(AppendError::Empty);
-    }
-    let first_id = writes[0].events[0].event_id.to_string();
-    if stored.contains_key(&first_id) {
-        return Planned::Retry(retried(writes, stored));
     }
     // Versions this append would leave, applied to `versions` only if all writes pass.
     let mut planned: HashMap<&str, i64> = HashMap::new();
@@ -237,6 +219,39 @@ fn plan(
         versions.insert(stream.to_owned(), version);
     }
     Planned::Write(rows, stream_versions)
+}
+
+/// A retried append's events are stored, so its expected versions no longer hold. Only a
+/// conflicting append can be one: look its events up, and answer a retry as the first time.
+async fn answer_retries(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    batch: &[Pending],
+    outcomes: &mut [Outcome],
+) -> Result<(), sqlx::Error> {
+    let conflicting: Vec<usize> = (0..batch.len())
+        .filter(|&i| matches!(outcomes[i], Err(AppendError::Conflict { .. })))
+        .collect();
+    if conflicting.is_empty() {
+        return Ok(());
+    }
+    let event_ids: Vec<String> = conflicting
+        .iter()
+        .flat_map(|&i| batch[i].writes.iter().flat_map(|w| &w.events))
+        .map(|e| e.event_id.to_string())
+        .collect();
+    let stored: HashMap<String, (i64, String, i64)> = find_event_ids(&mut **tx, backend, &event_ids)
+        .await?
+        .into_iter()
+        .map(|(id, position, stream, version)| (id, (position, stream, version)))
+        .collect();
+    for i in conflicting {
+        let writes = &batch[i].writes;
+        if stored.contains_key(&writes[0].events[0].event_id.to_string()) {
+            outcomes[i] = Ok(retried(writes, &stored));
+        }
+    }
+    Ok(())
 }
 
 fn retried(writes: &[StreamWrite], stored: &HashMap<String, (i64, String, i64)>) -> Appended {
