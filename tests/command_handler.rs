@@ -41,22 +41,42 @@ async fn a_stale_cache_never_decides(backend: Backend) {
     let change = |name: &str, seen| AccountCommand::ChangeCompanyInformation(company(name), seen);
 
     // Both handlers cache the account at version 2.
-    first.execute::<Account>(&stream, change("One", None), &meta).await.unwrap();
-    assert_eq!(second.load::<Account, ()>(&stream).await.unwrap().version, 2);
+    first
+        .execute::<Account>(&stream, change("One", None), &meta)
+        .await
+        .unwrap();
+    assert_eq!(
+        second.load::<Account, ()>(&stream).await.unwrap().version,
+        2
+    );
     // The first handler moves it on; the second's cache is now stale.
-    first.execute::<Account>(&stream, change("Two", None), &meta).await.unwrap();
+    first
+        .execute::<Account>(&stream, change("Two", None), &meta)
+        .await
+        .unwrap();
 
     // A guard checked against the stale cache would pass; against the log it must fail.
-    let stale_guard = second.execute::<Account>(&stream, change("Three", Some(2)), &meta).await;
+    let stale_guard = second
+        .execute::<Account>(&stream, change("Three", Some(2)), &meta)
+        .await;
     assert!(matches!(
         stale_guard,
-        Err(CommandError::Domain(AccountError::SectionChanged { seen: 2, current: 3 }))
+        Err(CommandError::Domain(AccountError::SectionChanged {
+            seen: 2,
+            current: 3
+        }))
     ));
     // Setting the value the log already has is a no-op, not a change back.
-    let same = second.execute::<Account>(&stream, change("Two", None), &meta).await.unwrap();
+    let same = second
+        .execute::<Account>(&stream, change("Two", None), &meta)
+        .await
+        .unwrap();
     assert_eq!((same.version, same.position), (3, None));
     // A real change from the stale cache is appended after the other handler's.
-    let moved = second.execute::<Account>(&stream, change("Four", Some(3)), &meta).await.unwrap();
+    let moved = second
+        .execute::<Account>(&stream, change("Four", Some(3)), &meta)
+        .await
+        .unwrap();
     assert_eq!(moved.version, 4);
     let names: Vec<String> = first
         .log()

@@ -90,13 +90,21 @@ impl CommandHandler {
 
     /// The stream's current state: the cached state brought up to date with the events
     /// appended since, by this process or any other.
-    pub async fn load<A: Aggregate, E>(&self, stream_id: &str) -> Result<Loaded<A>, CommandError<E>> {
+    pub async fn load<A: Aggregate, E>(
+        &self,
+        stream_id: &str,
+    ) -> Result<Loaded<A>, CommandError<E>> {
         let cached = self.cached(stream_id).unwrap_or_default();
         self.catch_up(stream_id, cached).await
     }
 
     fn cached<A: Aggregate>(&self, stream_id: &str) -> Option<Loaded<A>> {
-        let entry = self.cache.lock().expect("cache lock").get(stream_id).cloned()?;
+        let entry = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(stream_id)
+            .cloned()?;
         entry.downcast_ref::<Loaded<A>>().cloned()
     }
 
@@ -106,7 +114,10 @@ impl CommandHandler {
         stream_id: &str,
         mut loaded: Loaded<A>,
     ) -> Result<Loaded<A>, CommandError<E>> {
-        let newer = self.log.read_stream_after(stream_id, loaded.version).await?;
+        let newer = self
+            .log
+            .read_stream_after(stream_id, loaded.version)
+            .await?;
         if newer.is_empty() {
             return Ok(loaded);
         }

@@ -161,8 +161,7 @@ fn decode_row(row: &AnyRow) -> Result<RecordedEvent, sqlx::Error> {
         event_type,
         schema_version,
         data,
-        metadata: serde_json::from_value(parse_json(&metadata)?)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
             .with_timezone(&Utc),

@@ -172,10 +172,7 @@ enum Planned {
 }
 
 /// Checks one append against the stream versions seen so far in this batch.
-fn plan(
-    pending: &Pending,
-    versions: &mut HashMap<String, i64>,
-) -> Planned {
+fn plan(pending: &Pending, versions: &mut HashMap<String, i64>) -> Planned {
     let writes = &pending.writes;
     if writes.is_empty() || writes.iter().any(|w| w.events.is_empty()) {
         return Planned::Rejected(AppendError::Empty);
@@ -240,11 +237,12 @@ async fn answer_retries(
         .flat_map(|&i| batch[i].writes.iter().flat_map(|w| &w.events))
         .map(|e| e.event_id.to_string())
         .collect();
-    let stored: HashMap<String, (i64, String, i64)> = find_event_ids(&mut **tx, backend, &event_ids)
-        .await?
-        .into_iter()
-        .map(|(id, position, stream, version)| (id, (position, stream, version)))
-        .collect();
+    let stored: HashMap<String, (i64, String, i64)> =
+        find_event_ids(&mut **tx, backend, &event_ids)
+            .await?
+            .into_iter()
+            .map(|(id, position, stream, version)| (id, (position, stream, version)))
+            .collect();
     for i in conflicting {
         let writes = &batch[i].writes;
         if stored.contains_key(&writes[0].events[0].event_id.to_string()) {
