@@ -18,8 +18,9 @@ use crate::{
 
 pub struct ConfigProjection;
 
-pub const COMPANY: &str = "company";
-pub const GENERAL: &str = "general";
+/// Section names, shared with the web layer that reads them.
+pub const COMPANY_SECTION: &str = "company";
+pub const GENERAL_SECTION: &str = "general";
 
 /// The newest value of each (account, section) in a batch: earlier ones are overwritten.
 type Latest = HashMap<(String, &'static str), (i64, String)>;
@@ -49,14 +50,14 @@ impl Projection for ConfigProjection {
             for event in events.iter().filter(|e| e.stream_type == AccountEvent::STREAM_TYPE) {
                 match decode::<AccountEvent>(event).map_err(ProjectionError::decode(event))? {
                     AccountEvent::AccountOpened { company, general } => {
-                        keep(&mut latest, event, COMPANY, &company);
-                        keep(&mut latest, event, GENERAL, &general);
+                        keep(&mut latest, event, COMPANY_SECTION, &company);
+                        keep(&mut latest, event, GENERAL_SECTION, &general);
                     }
                     AccountEvent::CompanyInformationChanged(company) => {
-                        keep(&mut latest, event, COMPANY, &company)
+                        keep(&mut latest, event, COMPANY_SECTION, &company)
                     }
                     AccountEvent::GeneralInformationChanged(general) => {
-                        keep(&mut latest, event, GENERAL, &general)
+                        keep(&mut latest, event, GENERAL_SECTION, &general)
                     }
                 }
             }

@@ -16,7 +16,7 @@ use sqlx::AnyConnection;
 use switchyard_command::event_log::RecordedEvent;
 
 pub use audit::AuditProjection;
-pub use config::ConfigProjection;
+pub use config::{COMPANY_SECTION, ConfigProjection, GENERAL_SECTION};
 pub use runner::{ProjectionHandle, Projections};
 pub use users::UsersProjection;
 

@@ -58,20 +58,6 @@ pub async fn user_by_email(
     .await
 }
 
-pub async fn user(
-    db: &Database,
-    account: AccountId,
-    user_id: &str,
-) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE account_id = $1 AND id = $2"
-    )))
-    .bind(account.to_string())
-    .bind(user_id)
-    .fetch_optional(&db.pool)
-    .await
-}
-
 /// Narrows the audit log; every filter is optional.
 #[derive(Debug, Default, Clone)]
 pub struct AuditFilter {

@@ -17,7 +17,7 @@ use switchyard_command::{
     },
     handler::CommandError,
 };
-use switchyard_projections::queries;
+use switchyard_projections::{COMPANY_SECTION, GENERAL_SECTION, queries};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -209,7 +209,7 @@ async fn change_section<T: Serialize>(
     (status = 401), (status = 403),
 ))]
 async fn get_company(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    read_section::<Company>(&state, &caller, "company").await
+    read_section::<Company>(&state, &caller, COMPANY_SECTION).await
 }
 
 /// Replace company information. `If-Match` with the ETag of the last read refuses (412) to
@@ -241,7 +241,7 @@ async fn put_company(
     (status = 401), (status = 403),
 ))]
 async fn get_general(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    read_section::<General>(&state, &caller, "general").await
+    read_section::<General>(&state, &caller, GENERAL_SECTION).await
 }
 
 /// Replace general information; `If-Match` as for the company.
