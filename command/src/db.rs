@@ -84,6 +84,15 @@ impl Database {
         Ok(db)
     }
 
+    /// A transaction that will write. SQLite takes its write lock at `BEGIN IMMEDIATE`, so a
+    /// transaction that reads first cannot fail later to upgrade its lock.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     pub async fn migrate(&self) -> Result<(), sqlx::Error> {
         let mut migrator = match self.backend {
             Backend::Sqlite => clone_migrator(&SQLITE_MIGRATIONS),

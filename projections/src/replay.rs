@@ -1,7 +1,7 @@
 //! Rebuilding read models from the event log: one pass over the log, each batch applied to
 //! every projection in one transaction that also moves every checkpoint.
 
-use switchyard_command::{Backend, Database, event_log::read_after};
+use switchyard_command::{Database, event_log::read_after};
 
 use crate::{Projection, ProjectionError, runner::save_checkpoint};
 
@@ -31,10 +31,7 @@ pub async fn rebuild_all(
             return Ok(());
         };
         next = read_batch(last);
-        let mut tx = match db.backend {
-            Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => db.pool.begin().await?,
-        };
+        let mut tx = db.begin_write().await?;
         for projection in &projections {
             projection.apply(&mut tx, &events).await?;
             save_checkpoint(&mut tx, projection.name(), last).await?;

@@ -24,7 +24,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// What one batch did.
-pub(crate) enum Step {
+enum Step {
     /// Applied events up to this position.
     Advanced(i64),
     /// Nothing new after this position.
@@ -32,11 +32,11 @@ pub(crate) enum Step {
 }
 
 /// Applies the events after the projection's checkpoint, up to `BATCH_SIZE` of them.
-pub(crate) async fn apply_next_batch(
+async fn apply_next_batch(
     db: &Database,
     projection: &dyn Projection,
 ) -> Result<Step, ProjectionError> {
-    let mut tx = lock_checkpoint(db, projection.name()).await?;
+    let mut tx = db.begin_write().await?;
     let checkpoint = read_checkpoint(&mut tx, db.backend, projection.name()).await?;
     let events = read_after(&mut *tx, db.backend, checkpoint, BATCH_SIZE).await?;
     let Some(last) = events.last().map(|e| e.global_position) else {
@@ -61,10 +61,8 @@ pub(crate) async fn save_checkpoint(
     Ok(())
 }
 
-async fn lock_checkpoint(
-    db: &Database,
-    name: &str,
-) -> Result<Transaction<'static, Any>, sqlx::Error> {
+/// Creates the projection's checkpoint row if it has none yet.
+async fn ensure_checkpoint(db: &Database, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, 0) \
          ON CONFLICT (projection) DO NOTHING",
@@ -72,10 +70,7 @@ async fn lock_checkpoint(
     .bind(name)
     .execute(&db.pool)
     .await?;
-    match db.backend {
-        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await,
-        Backend::Postgres => db.pool.begin().await,
-    }
+    Ok(())
 }
 
 async fn read_checkpoint(
@@ -157,6 +152,13 @@ async fn run(
 ) {
     let db = log.database().clone();
     let mut appended = log.subscribe();
+    while let Err(error) = ensure_checkpoint(&db, projection.name()).await {
+        tracing::error!(projection = projection.name(), %error, "cannot create the checkpoint; retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETRY_DELAY) => {}
+        }
+    }
     loop {
         match apply_next_batch(&db, projection.as_ref()).await {
             Ok(Step::Advanced(position)) => {

@@ -75,12 +75,13 @@ pub async fn read_after<'e>(
     rows.iter().map(decode_row).collect()
 }
 
-/// Positions and stream versions of already stored events, for answering a retried append.
+/// `(event id, position, stream version)` of already stored events, for answering a
+/// retried append.
 pub(super) async fn find_event_ids<'e>(
     executor: impl AnyExecutor<'e>,
     backend: Backend,
     event_ids: &[String],
-) -> Result<Vec<(String, i64, String, i64)>, sqlx::Error> {
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
     if event_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -90,7 +91,7 @@ pub(super) async fn find_event_ids<'e>(
         Backend::Postgres => ("event_id::text", "::uuid"),
     };
     let sql = format!(
-        "SELECT {id_column}, global_position, stream_id, version FROM events \
+        "SELECT {id_column}, global_position, version FROM events \
          WHERE event_id IN ({})",
         backend.placeholders(event_ids.len(), cast)
     );
@@ -100,14 +101,7 @@ pub(super) async fn find_event_ids<'e>(
     }
     let rows = query.fetch_all(executor).await?;
     rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get(0)?,
-                row.try_get(1)?,
-                row.try_get(2)?,
-                row.try_get(3)?,
-            ))
-        })
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
         .collect()
 }
 

@@ -113,20 +113,15 @@ async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
     let mut rows = Vec::new();
     for (index, pending) in batch.iter().enumerate() {
-        let outcome = match plan(pending, &mut versions) {
-            Planned::Rejected(error) => Err(error),
-            Planned::Write(new_rows, stream_versions) => {
-                rows.extend(new_rows.into_iter().map(|mut row| {
-                    row.append = index;
-                    row
-                }));
-                Ok(Appended {
+        outcomes.push(
+            plan(index, pending, &mut versions).map(|(new_rows, stream_versions)| {
+                rows.extend(new_rows);
+                Appended {
                     last_position: 0,
                     stream_versions,
-                })
-            }
-        };
-        outcomes.push(outcome);
+                }
+            }),
+        );
     }
 
     answer_retries(&mut tx, db.backend, batch, &mut outcomes).await?;
@@ -153,29 +148,26 @@ async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::
 }
 
 async fn begin(db: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> {
-    match db.backend {
-        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await,
-        Backend::Postgres => {
-            let mut tx = db.pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(POSTGRES_APPEND_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            Ok(tx)
-        }
+    let mut tx = db.begin_write().await?;
+    if db.backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(POSTGRES_APPEND_LOCK)
+            .execute(&mut *tx)
+            .await?;
     }
+    Ok(tx)
 }
 
-enum Planned {
-    Rejected(AppendError),
-    Write(Vec<EventRow>, Vec<i64>),
-}
-
-/// Checks one append against the stream versions seen so far in this batch.
-fn plan(pending: &Pending, versions: &mut HashMap<String, i64>) -> Planned {
+/// Checks the `append`-th append of the batch against the stream versions seen so far in
+/// this batch: its rows and the versions it leaves each stream at, or why it is refused.
+fn plan(
+    append: usize,
+    pending: &Pending,
+    versions: &mut HashMap<String, i64>,
+) -> Result<(Vec<EventRow>, Vec<i64>), AppendError> {
     let writes = &pending.writes;
     if writes.is_empty() || writes.iter().any(|w| w.events.is_empty()) {
-        return Planned::Rejected(AppendError::Empty);
+        return Err(AppendError::Empty);
     }
     // Versions this append would leave, applied to `versions` only if all writes pass.
     let mut planned: HashMap<&str, i64> = HashMap::new();
@@ -189,7 +181,7 @@ fn plan(pending: &Pending, versions: &mut HashMap<String, i64>) -> Planned {
             .unwrap_or(0);
         let expected = write.expected.as_version();
         if current != expected {
-            return Planned::Rejected(AppendError::Conflict {
+            return Err(AppendError::Conflict {
                 stream_id: write.stream_id.clone(),
                 expected,
                 actual: current,
@@ -199,7 +191,7 @@ fn plan(pending: &Pending, versions: &mut HashMap<String, i64>) -> Planned {
         for event in &write.events {
             version += 1;
             rows.push(EventRow {
-                append: 0,
+                append,
                 stream_id: write.stream_id.clone(),
                 stream_type: write.stream_type.clone(),
                 version,
@@ -215,7 +207,7 @@ fn plan(pending: &Pending, versions: &mut HashMap<String, i64>) -> Planned {
     for (stream, version) in planned {
         versions.insert(stream.to_owned(), version);
     }
-    Planned::Write(rows, stream_versions)
+    Ok((rows, stream_versions))
 }
 
 /// A retried append's events are stored, so its expected versions no longer hold. Only a
@@ -237,12 +229,11 @@ async fn answer_retries(
         .flat_map(|&i| batch[i].writes.iter().flat_map(|w| &w.events))
         .map(|e| e.event_id.to_string())
         .collect();
-    let stored: HashMap<String, (i64, String, i64)> =
-        find_event_ids(&mut **tx, backend, &event_ids)
-            .await?
-            .into_iter()
-            .map(|(id, position, stream, version)| (id, (position, stream, version)))
-            .collect();
+    let stored: HashMap<String, (i64, i64)> = find_event_ids(&mut **tx, backend, &event_ids)
+        .await?
+        .into_iter()
+        .map(|(id, position, version)| (id, (position, version)))
+        .collect();
     for i in conflicting {
         let writes = &batch[i].writes;
         if stored.contains_key(&writes[0].events[0].event_id.to_string()) {
@@ -252,13 +243,13 @@ async fn answer_retries(
     Ok(())
 }
 
-fn retried(writes: &[StreamWrite], stored: &HashMap<String, (i64, String, i64)>) -> Appended {
+fn retried(writes: &[StreamWrite], stored: &HashMap<String, (i64, i64)>) -> Appended {
     let found = |write: &StreamWrite| {
         write
             .events
             .last()
             .and_then(|e| stored.get(&e.event_id.to_string()))
-            .map(|(position, _, version)| (*position, *version))
+            .copied()
             .unwrap_or_default()
     };
     Appended {
