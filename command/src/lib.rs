@@ -9,6 +9,8 @@ pub mod event_log;
 pub mod handler;
 pub mod onboarding;
 pub mod password;
+pub mod secrets;
+pub mod totp;
 pub mod user;
 
 pub use db::{Backend, Database};

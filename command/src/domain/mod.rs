@@ -4,11 +4,13 @@
 mod contact;
 mod ids;
 mod locale;
+mod password_policy;
 mod text;
 
 pub use contact::{EmailAddress, PhoneNumber};
 pub use ids::{AccountId, UserId};
 pub use locale::{CountryCode, CurrencyCode, DateFormat};
+pub use password_policy::NewPassword;
 pub use text::Text;
 
 /// A value that failed to parse; the caller knows which field it came from.
