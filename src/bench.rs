@@ -64,9 +64,9 @@ pub async fn run(db: Database, options: &BenchOptions) -> anyhow::Result<BenchRe
         log.head_position().await? == 0,
         "bench needs an empty database"
     );
-    let accounts = open_accounts(&log, options.accounts).await?;
-
     let handler = CommandHandler::new(log.clone());
+    let accounts = open_accounts(&handler, options.accounts).await?;
+
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let callers: Vec<_> = (0..options.callers)
@@ -113,13 +113,13 @@ pub async fn run(db: Database, options: &BenchOptions) -> anyhow::Result<BenchRe
     })
 }
 
-async fn open_accounts(log: &EventLog, count: usize) -> anyhow::Result<Vec<AccountId>> {
+async fn open_accounts(handler: &CommandHandler, count: usize) -> anyhow::Result<Vec<AccountId>> {
     // One real hash shared by every bench administrator: hashing is not what is measured.
     let hash = PasswordHasher::new(1).hash("bench-password".into()).await;
     let mut accounts = Vec::with_capacity(count);
     for n in 0..count {
         let opened = open_account(
-            log,
+            handler,
             NewAccount {
                 name: Text::parse(&format!("Bench account {n}"), 1, 100).expect("valid name"),
                 admin_name: Text::parse("Bench", 1, 100).expect("valid name"),

@@ -10,7 +10,7 @@ use switchyard::{
     service::{self, AdminCredentials, Service},
     settings::DatabaseSettings,
 };
-use switchyard_command::{event_log::EventLog, password::PasswordHasher};
+use switchyard_command::{event_log::EventLog, handler::CommandHandler, password::PasswordHasher};
 use switchyard_projections::replay;
 use tracing_subscriber::EnvFilter;
 
@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("listening on {bind}"))?;
-            let mut service = Service::start(db).await?;
+            let mut service = Service::start(db, cli.database.keyring()?).await?;
             let admin = AdminCredentials {
                 email: admin_email,
                 password: admin_password,
@@ -130,13 +130,13 @@ async fn main() -> anyhow::Result<()> {
             admin_email,
             admin_password,
         }) => {
-            let log = EventLog::start(db).await?;
+            let commands = CommandHandler::new(EventLog::start(db).await?);
             let admin = AdminCredentials {
                 email: admin_email,
                 password: admin_password,
             };
             let created =
-                service::create_account(&log, &PasswordHasher::new(1), &name, admin).await?;
+                service::create_account(&commands, &PasswordHasher::new(1), &name, admin).await?;
             println!("{}", created.opened.account_id);
             if let Some(password) = created.generated_password {
                 eprintln!("Administrator password (shown only now): {password}");

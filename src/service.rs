@@ -1,16 +1,18 @@
 //! Starting and stopping the service: the event log writer, the projection runners and the
 //! HTTP server, on one database.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use rand::{Rng, distributions::Alphanumeric};
 use switchyard_command::{
     Database,
-    domain::{EmailAddress, Text},
+    domain::{EmailAddress, NewPassword, Text},
     event_log::EventLog,
+    handler::CommandHandler,
     onboarding::{NewAccount, OpenedAccount, open_account},
     password::PasswordHasher,
+    secrets::SecretKeyring,
 };
 use switchyard_projections::Projections;
 use switchyard_web::AppState;
@@ -38,7 +40,7 @@ pub struct CreatedAccount {
 
 /// Opens an account with its first administrator.
 pub async fn create_account(
-    log: &EventLog,
+    commands: &CommandHandler,
     passwords: &PasswordHasher,
     name: &str,
     admin: AdminCredentials,
@@ -47,19 +49,22 @@ pub async fn create_account(
     let email =
         EmailAddress::parse(&admin.email).map_err(|e| anyhow::anyhow!("admin email: {e}"))?;
     let (password, generated_password) = match admin.password {
-        Some(password) if password.chars().count() >= 8 => (password, None),
-        Some(_) => anyhow::bail!("admin password: must be at least 8 characters"),
+        Some(password) => {
+            let password =
+                NewPassword::parse(password).map_err(|e| anyhow::anyhow!("admin password {e}"))?;
+            (password.into_secret(), None)
+        }
         None => {
             let generated: String = rand::thread_rng()
                 .sample_iter(&Alphanumeric)
                 .take(20)
                 .map(char::from)
                 .collect();
-            (generated.clone(), Some(generated))
+            (generated.clone().into(), Some(generated))
         }
     };
     let opened = open_account(
-        log,
+        commands,
         NewAccount {
             name,
             admin_name: Text::parse("Administrator", 1, 100).expect("valid name"),
@@ -85,14 +90,15 @@ pub struct Service {
 
 impl Service {
     /// Starts the event log writer and the projections on an open (migrated) database.
-    pub async fn start(db: Database) -> anyhow::Result<Self> {
+    /// `secrets` seals the secrets the service keeps (TOTP seeds, SMTP passwords, …).
+    pub async fn start(db: Database, secrets: SecretKeyring) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         let log = EventLog::start(db)
             .await
             .context("starting the event log")?;
         let projections = Projections::start(&log, shutdown.clone());
         Ok(Self {
-            state: AppState::new(log, projections, password_hasher()),
+            state: AppState::new(log, projections, password_hasher(), Arc::new(secrets)),
             shutdown,
             server: None,
         })
@@ -121,8 +127,13 @@ impl Service {
         if self.state.log.head_position().await? > 0 {
             return Ok(None);
         }
-        let created =
-            create_account(&self.state.log, &self.state.passwords, account_name, admin).await?;
+        let created = create_account(
+            &self.state.commands,
+            &self.state.passwords,
+            account_name,
+            admin,
+        )
+        .await?;
         // The administrator can log in as soon as this returns.
         let position = created.opened.position;
         anyhow::ensure!(

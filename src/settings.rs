@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use switchyard_command::secrets::SecretKeyring;
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseSettings {
@@ -11,7 +12,7 @@ pub struct DatabaseSettings {
     #[arg(long, env = "SWITCHYARD_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 
-    /// Folder for local state: the SQLite database (and, later, keys).
+    /// Folder for local state: the SQLite database and the secrets key file.
     #[arg(
         long,
         env = "SWITCHYARD_DATA_DIR",
@@ -19,9 +20,30 @@ pub struct DatabaseSettings {
         global = true
     )]
     pub data_dir: PathBuf,
+
+    /// Keys that seal secrets at rest, `<key id>:<base64 of 32 bytes>`, comma-separated,
+    /// the current key first. Default: the key file `secrets.key` in the data folder,
+    /// generated on first start.
+    #[arg(
+        long,
+        env = "SWITCHYARD_SECRETS_KEYS",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secrets_keys: Option<String>,
 }
 
 impl DatabaseSettings {
+    pub fn keyring(&self) -> anyhow::Result<SecretKeyring> {
+        Ok(match &self.secrets_keys {
+            Some(keys) => SecretKeyring::from_config(keys)?,
+            None => {
+                std::fs::create_dir_all(&self.data_dir)?;
+                SecretKeyring::load_or_generate(&self.data_dir.join("secrets.key"))?
+            }
+        })
+    }
+
     pub fn url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
             format!(

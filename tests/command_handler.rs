@@ -26,7 +26,7 @@ async fn a_stale_cache_never_decides(backend: Backend) {
     let first = CommandHandler::new(EventLog::start(database.open().await).await.unwrap());
     let second = CommandHandler::new(EventLog::start(database.open().await).await.unwrap());
     let opened = open_account(
-        first.log(),
+        &first,
         NewAccount {
             name: Text::parse("Acme", 1, 100).unwrap(),
             admin_name: Text::parse("Ada", 1, 100).unwrap(),

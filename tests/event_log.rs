@@ -45,6 +45,7 @@ fn metadata() -> Metadata {
         request_id: Some("req-1".into()),
         client_ip: Some("192.0.2.7".into()),
         user_agent: Some("tests".into()),
+        session_id: None,
         ..Metadata::system(AccountId::new())
     }
 }

@@ -236,8 +236,8 @@ async fn invalid_values_are_refused_naming_each_field(backend: Backend) {
     assert_eq!(current["name"], "Acme");
     assert_eq!(
         app.audit().await.len(),
-        3,
-        "only the account opening is audited"
+        common::OPENING_EVENTS + 1,
+        "only the account opening and the login are audited"
     );
 }
 
@@ -455,7 +455,7 @@ async fn the_audit_log_filters_and_pages(backend: Backend) {
         .unwrap();
     assert_eq!(
         by_system["items"].as_array().unwrap().len(),
-        3,
+        common::OPENING_EVENTS,
         "the account opening"
     );
     let future: Value = app

@@ -65,7 +65,7 @@ async fn a_rebuild_equals_the_live_read_models(backend: Backend) {
     .await;
     let state = &app.service.state;
     let second = create_account(
-        &state.log,
+        &state.commands,
         &state.passwords,
         "Globex",
         AdminCredentials {

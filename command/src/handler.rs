@@ -10,6 +10,7 @@
 use std::{
     any::Any,
     num::NonZeroUsize,
+    pin::Pin,
     sync::{Arc, Mutex},
 };
 
@@ -170,15 +171,7 @@ impl CommandHandler {
                 }
                 Err(error) => return Err(CommandError::Domain(error)),
             };
-            let write = StreamWrite {
-                stream_id: stream_id.to_owned(),
-                stream_type: A::Event::STREAM_TYPE.to_owned(),
-                expected: match loaded.version {
-                    0 => ExpectedVersion::NoStream,
-                    v => ExpectedVersion::Exact(v),
-                },
-                events: events.iter().map(encode).collect(),
-            };
+            let write = loaded.write(stream_id, &events);
             match self.log.append(vec![write], metadata.clone()).await {
                 Ok(appended) => {
                     for event in events {
@@ -200,6 +193,79 @@ impl CommandHandler {
             }
         }
         Err(CommandError::TooMuchContention(MAX_ATTEMPTS))
+    }
+
+    /// For commands that span streams: `decide` loads what it needs (through [`Self::load`])
+    /// and answers the events of each stream; they are appended all at once or not at all.
+    /// If any of the streams changed meanwhile, `decide` runs again on the fresh states.
+    ///
+    /// (`decide` answers a boxed future rather than being an async closure: the web layer
+    /// needs the future to be `Send`, which the compiler cannot yet prove for async closures.)
+    pub async fn execute_across<'a, T, E>(
+        &self,
+        metadata: &Metadata,
+        mut decide: impl FnMut() -> Decision<'a, T, E>,
+    ) -> Result<(T, Option<i64>), CommandError<E>> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (changes, outcome) = decide().await?;
+            if changes.writes.is_empty() {
+                return Ok((outcome, None));
+            }
+            match self.log.append(changes.writes, metadata.clone()).await {
+                Ok(appended) => return Ok((outcome, Some(appended.last_position))),
+                Err(AppendError::Conflict { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(CommandError::TooMuchContention(MAX_ATTEMPTS))
+    }
+}
+
+impl<A: Aggregate> Loaded<A> {
+    /// The write that appends `events` if the stream is still at this version.
+    fn write(&self, stream_id: &str, events: &[A::Event]) -> StreamWrite {
+        StreamWrite {
+            stream_id: stream_id.to_owned(),
+            stream_type: A::Event::STREAM_TYPE.to_owned(),
+            expected: match self.version {
+                0 => ExpectedVersion::NoStream,
+                v => ExpectedVersion::Exact(v),
+            },
+            events: events.iter().map(encode).collect(),
+        }
+    }
+
+    /// The state once `events` are appended.
+    pub fn after(&self, events: &[A::Event]) -> Self
+    where
+        A::Event: Clone,
+    {
+        let mut next = self.clone();
+        for event in events {
+            next.version += 1;
+            next.state.evolve(event.clone(), next.version);
+        }
+        next
+    }
+}
+
+/// What a multi-stream command decided: the events of each stream, and an outcome.
+pub type Decision<'a, T, E> =
+    Pin<Box<dyn Future<Output = Result<(Changes, T), CommandError<E>>> + Send + 'a>>;
+
+/// The events of a multi-stream command, each stream's guarded by the version it was
+/// decided on.
+#[derive(Debug, Default)]
+pub struct Changes {
+    writes: Vec<StreamWrite>,
+}
+
+impl Changes {
+    /// Adds `events` for the stream `loaded` came from; no events, no write.
+    pub fn add<A: Aggregate>(&mut self, stream_id: &str, loaded: &Loaded<A>, events: &[A::Event]) {
+        if !events.is_empty() {
+            self.writes.push(loaded.write(stream_id, events));
+        }
     }
 }
 

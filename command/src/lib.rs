@@ -6,10 +6,14 @@ pub mod account;
 pub mod db;
 pub mod domain;
 pub mod event_log;
+pub mod group;
 pub mod handler;
 pub mod onboarding;
 pub mod password;
+pub mod permissions;
+pub mod roster;
 pub mod secrets;
+pub mod team;
 pub mod totp;
 pub mod user;
 

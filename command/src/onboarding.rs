@@ -1,14 +1,13 @@
-//! Opening an account: the account, its first administrator and the claim on that
-//! administrator's email address are appended atomically, or not at all.
+//! Opening an account: the account, its first administrator, the administrator's place on the
+//! roster and the claim on their email address are appended atomically, or not at all.
 
 use crate::{
     account::{Account, AccountCommand, CompanyInformation, GeneralInformation},
     domain::{AccountId, EmailAddress, Text, UserId},
-    event_log::{
-        AppendError, EventCodec, EventLog, ExpectedVersion, Metadata, StreamWrite, encode,
-    },
-    handler::Aggregate,
-    user::{EmailClaimEvent, Registration, Role, User, email_claim_stream},
+    event_log::Metadata,
+    handler::{Aggregate, Changes, CommandError, CommandHandler, Loaded},
+    team::{NewUser, TeamError, add_user_changes},
+    user::Role,
 };
 
 pub struct NewAccount {
@@ -25,63 +24,45 @@ pub struct OpenedAccount {
     pub position: i64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum OpenAccountError {
-    #[error("a user with this email address already exists")]
-    EmailTaken,
-    #[error(transparent)]
-    Append(AppendError),
-}
-
-fn new_stream<E: EventCodec>(stream_id: String, events: &[E]) -> StreamWrite {
-    StreamWrite {
-        stream_id,
-        stream_type: E::STREAM_TYPE.to_owned(),
-        expected: ExpectedVersion::NoStream,
-        events: events.iter().map(encode).collect(),
-    }
-}
-
 pub async fn open_account(
-    log: &EventLog,
+    handler: &CommandHandler,
     new: NewAccount,
-) -> Result<OpenedAccount, OpenAccountError> {
+) -> Result<OpenedAccount, CommandError<TeamError>> {
     let account_id = AccountId::new();
     let admin_id = UserId::new();
-    let claim_stream = email_claim_stream(&new.admin_email);
-    // Fresh streams cannot refuse these commands.
-    let account_events = Account::default()
+    let administrator = NewUser {
+        account_id,
+        name: new.admin_name,
+        email: new.admin_email.clone(),
+        role: Role::Administrator,
+        groups: Default::default(),
+        phone: None,
+        mobile: None,
+        password_hash: new.admin_password_hash,
+    };
+    let account = Loaded::<Account>::default();
+    // A fresh stream cannot refuse this command.
+    let account_events = account
+        .state
         .decide(AccountCommand::Open {
-            company: CompanyInformation::initial(new.name, new.admin_email.clone()),
+            company: CompanyInformation::initial(new.name, new.admin_email),
             general: GeneralInformation::default(),
         })
         .expect("a new account opens");
-    let user_events = User::default()
-        .decide(Registration {
-            account_id,
-            name: new.admin_name,
-            email: new.admin_email,
-            role: Role::Administrator,
-            password_hash: new.admin_password_hash,
+    let (account, account_events, administrator) = (&account, &account_events, &administrator);
+    let ((), position) = handler
+        .execute_across(&Metadata::system(account_id), || {
+            Box::pin(async move {
+                let mut changes = Changes::default();
+                changes.add(&account_id.stream_id(), account, account_events);
+                add_user_changes(handler, &mut changes, admin_id, administrator).await?;
+                Ok((changes, ()))
+            })
         })
-        .expect("a new user registers");
-    let writes = vec![
-        new_stream(account_id.stream_id(), &account_events),
-        new_stream(admin_id.stream_id(), &user_events),
-        new_stream(
-            claim_stream.clone(),
-            &[EmailClaimEvent::EmailClaimed { user_id: admin_id }],
-        ),
-    ];
-    match log.append(writes, Metadata::system(account_id)).await {
-        Ok(appended) => Ok(OpenedAccount {
-            account_id,
-            admin_id,
-            position: appended.last_position,
-        }),
-        Err(AppendError::Conflict { stream_id, .. }) if stream_id == claim_stream => {
-            Err(OpenAccountError::EmailTaken)
-        }
-        Err(other) => Err(OpenAccountError::Append(other)),
-    }
+        .await?;
+    Ok(OpenedAccount {
+        account_id,
+        admin_id,
+        position: position.expect("opening an account appends"),
+    })
 }

@@ -8,6 +8,7 @@ use argon2::{
     Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version,
     password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng},
 };
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
 fn argon2() -> Argon2<'static> {
@@ -38,11 +39,11 @@ impl PasswordHasher {
         }
     }
 
-    pub async fn hash(&self, password: String) -> String {
+    pub async fn hash(&self, password: SecretString) -> String {
         self.run(move || {
             let salt = SaltString::generate(&mut OsRng);
             argon2()
-                .hash_password(password.as_bytes(), &salt)
+                .hash_password(password.expose_secret().as_bytes(), &salt)
                 .expect("hashing succeeds")
                 .to_string()
         })
@@ -51,13 +52,13 @@ impl PasswordHasher {
 
     /// Whether `password` matches `hash`; with no hash (unknown user) it spends the same
     /// time and answers false.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> bool {
+    pub async fn verify(&self, password: SecretString, hash: Option<String>) -> bool {
         self.run(move || {
             let known = hash.is_some();
             let hash = hash.unwrap_or_else(|| DUMMY_HASH.clone());
             let matches = PasswordHash::new(&hash).is_ok_and(|parsed| {
                 argon2()
-                    .verify_password(password.as_bytes(), &parsed)
+                    .verify_password(password.expose_secret().as_bytes(), &parsed)
                     .is_ok()
             });
             known && matches

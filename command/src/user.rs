@@ -1,15 +1,23 @@
-//! People who log in to an account. The full identity work (groups, 2FA, password changes)
-//! builds on this; for now a user is registered when their account is opened.
+//! The `User` aggregate: a person who logs in to an account — profile, role, groups,
+//! password, two-factor login and the record of each login.
+//!
+//! Checks that need a clock, a key or a password hash (is this TOTP code right now? is the
+//! current password right?) happen before a command is built; the aggregate enforces what
+//! must hold atomically with the append: a TOTP step or a recovery code is accepted once.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::{AccountId, EmailAddress, Text, UserId},
+    domain::{AccountId, EmailAddress, GroupId, PhoneNumber, Text, UserId},
     event_log::EventCodec,
     handler::Aggregate,
+    secrets::EncryptedSecret,
+    totp::RecoveryCodeHash,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     User,
@@ -31,6 +39,16 @@ impl Role {
     }
 }
 
+/// What the user list shows of a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub name: Text,
+    #[serde(default)]
+    pub phone: Option<PhoneNumber>,
+    #[serde(default)]
+    pub mobile: Option<PhoneNumber>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub account_id: AccountId,
@@ -39,60 +57,461 @@ pub struct Registration {
     pub role: Role,
     /// Argon2id PHC string; never the password.
     pub password_hash: String,
+    #[serde(default)]
+    pub groups: BTreeSet<GroupId>,
+    #[serde(default)]
+    pub phone: Option<PhoneNumber>,
+    #[serde(default)]
+    pub mobile: Option<PhoneNumber>,
+}
+
+/// How a login proved the second factor, when the user has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "method")]
+pub enum SecondFactor {
+    None,
+    Totp { step: u64 },
+    RecoveryCode { code_hash: RecoveryCodeHash },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockoutScope {
+    /// This client, for this user.
+    Client,
+    /// Every client this user has not logged in from lately.
+    Account,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum UserEvent {
     UserRegistered(Registration),
+    ProfileChanged(Profile),
+    EmailChanged {
+        email: EmailAddress,
+    },
+    RoleChanged {
+        role: Role,
+    },
+    GroupsChanged {
+        groups: BTreeSet<GroupId>,
+    },
+    /// Ends the user's sessions but the one that made the change (the event's `session_id`).
+    PasswordChanged {
+        password_hash: String,
+    },
+    UserDeleted,
+    TotpSetupStarted {
+        /// The seed, sealed with the secrets keyring.
+        seed: EncryptedSecret,
+    },
+    TotpEnabled {
+        /// The step of the code that proved the authenticator works (used up).
+        step: u64,
+        recovery_codes: Vec<RecoveryCodeHash>,
+    },
+    TotpDisabled {
+        /// True when an administrator reset it for a user who lost their authenticator.
+        reset_by_administrator: bool,
+    },
+    LoggedIn {
+        second_factor: SecondFactor,
+    },
+    LoginLockedOut {
+        scope: LockoutScope,
+        until: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl EventCodec for UserEvent {
     const STREAM_TYPE: &'static str = "user";
 }
 
+/// Two-factor login, as far as the aggregate knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Totp {
+    #[default]
+    Off,
+    /// A seed was handed out; not in force until a code from it is confirmed.
+    Pending(EncryptedSecret),
+    On(EncryptedSecret),
+}
+
+/// A registered, not deleted user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub account_id: AccountId,
+    pub email: EmailAddress,
+    pub profile: Profile,
+    pub role: Role,
+    pub groups: BTreeSet<GroupId>,
+    pub password_hash: String,
+    pub totp: Totp,
+    /// The last TOTP step accepted: no code of that step or earlier works again.
+    pub last_totp_step: Option<u64>,
+    pub recovery_codes: Vec<RecoveryCodeHash>,
+    /// Stream version of the last change to what `GET /v1/users/{id}` shows: the ETag.
+    /// Logins do not move it.
+    pub version: i64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {
-    pub registration: Option<Registration>,
+    pub member: Option<Member>,
+    /// Registered once, ever: a deleted user's id is not reused.
+    registered: bool,
+}
+
+/// An edit of a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserEdit {
+    pub name: Option<Text>,
+    pub phone: Option<Option<PhoneNumber>>,
+    pub mobile: Option<Option<PhoneNumber>>,
+    pub email: Option<EmailAddress>,
+    pub role: Option<Role>,
+    pub groups: Option<BTreeSet<GroupId>>,
+    /// A new password's hash, set by someone who manages users.
+    pub password_hash: Option<String>,
+}
+
+/// Every user command names the caller's account: another account's user is "not found".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCommand {
+    Register(Registration),
+    Edit {
+        account_id: AccountId,
+        edit: UserEdit,
+        /// The version the client last saw (`If-Match`), if it sent one.
+        seen: Option<i64>,
+    },
+    ChangePassword {
+        account_id: AccountId,
+        password_hash: String,
+    },
+    Delete {
+        account_id: AccountId,
+        seen: Option<i64>,
+    },
+    StartTotpSetup {
+        account_id: AccountId,
+        seed: EncryptedSecret,
+    },
+    /// `step` is the step of a code already verified against the pending seed.
+    EnableTotp {
+        account_id: AccountId,
+        step: u64,
+        recovery_codes: Vec<RecoveryCodeHash>,
+    },
+    /// By the user, `step` being that of a verified code; or by an administrator (`None`).
+    DisableTotp {
+        account_id: AccountId,
+        step: Option<u64>,
+    },
+    RecordLogin {
+        second_factor: SecondFactor,
+    },
+    RecordLockout {
+        scope: LockoutScope,
+        until: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
+    #[error("no such user")]
+    NotFound,
     #[error("the user already exists")]
     AlreadyRegistered,
+    #[error("the user changed since version {seen}; it is now at {current}")]
+    Changed { seen: i64, current: i64 },
+    #[error("two-factor login is already on")]
+    TotpAlreadyOn,
+    #[error("two-factor login has not been set up")]
+    TotpNotPending,
+    #[error("two-factor login is not on")]
+    TotpOff,
+    #[error("a code from the authenticator app, or a recovery code, is required")]
+    SecondFactorRequired,
+    #[error("the code is wrong, expired or already used")]
+    SecondFactorRejected,
+}
+
+impl User {
+    fn member_of(&self, account_id: AccountId) -> Result<&Member, UserError> {
+        self.member
+            .as_ref()
+            .filter(|member| member.account_id == account_id)
+            .ok_or(UserError::NotFound)
+    }
+
+    fn live(&self) -> Result<&Member, UserError> {
+        self.member.as_ref().ok_or(UserError::NotFound)
+    }
+}
+
+fn check_seen(member: &Member, seen: Option<i64>) -> Result<(), UserError> {
+    match seen {
+        Some(seen) if seen != member.version => Err(UserError::Changed {
+            seen,
+            current: member.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn edit_events(member: &Member, edit: UserEdit) -> Vec<UserEvent> {
+    let mut events = Vec::new();
+    let current = &member.profile;
+    let profile = Profile {
+        name: edit.name.unwrap_or_else(|| current.name.clone()),
+        phone: edit.phone.unwrap_or_else(|| current.phone.clone()),
+        mobile: edit.mobile.unwrap_or_else(|| current.mobile.clone()),
+    };
+    if profile != *current {
+        events.push(UserEvent::ProfileChanged(profile));
+    }
+    if let Some(email) = edit
+        .email
+        .filter(|e| e.normalized() != member.email.normalized())
+    {
+        events.push(UserEvent::EmailChanged { email });
+    }
+    if let Some(role) = edit.role.filter(|r| *r != member.role) {
+        events.push(UserEvent::RoleChanged { role });
+    }
+    if let Some(groups) = edit.groups.filter(|g| *g != member.groups) {
+        events.push(UserEvent::GroupsChanged { groups });
+    }
+    if let Some(password_hash) = edit.password_hash {
+        events.push(UserEvent::PasswordChanged { password_hash });
+    }
+    events
+}
+
+fn verify_second_factor(
+    member: &Member,
+    second_factor: &SecondFactor,
+    step_must_pass: bool,
+) -> Result<(), UserError> {
+    let step_is_new = |step: u64| member.last_totp_step.is_none_or(|last| step > last);
+    match second_factor {
+        SecondFactor::None if step_must_pass => Err(UserError::SecondFactorRequired),
+        SecondFactor::None => Ok(()),
+        SecondFactor::Totp { step } if step_is_new(*step) => Ok(()),
+        SecondFactor::RecoveryCode { code_hash } if member.recovery_codes.contains(code_hash) => {
+            Ok(())
+        }
+        _ => Err(UserError::SecondFactorRejected),
+    }
 }
 
 impl Aggregate for User {
-    type Command = Registration;
+    type Command = UserCommand;
     type Event = UserEvent;
     type Error = UserError;
 
-    fn decide(&self, registration: Registration) -> Result<Vec<UserEvent>, UserError> {
-        match self.registration {
-            Some(_) => Err(UserError::AlreadyRegistered),
-            None => Ok(vec![UserEvent::UserRegistered(registration)]),
+    fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        use UserCommand as C;
+        match command {
+            C::Register(registration) => match self.registered {
+                true => Err(UserError::AlreadyRegistered),
+                false => Ok(vec![UserEvent::UserRegistered(registration)]),
+            },
+            C::Edit {
+                account_id,
+                edit,
+                seen,
+            } => {
+                let member = self.member_of(account_id)?;
+                check_seen(member, seen)?;
+                Ok(edit_events(member, edit))
+            }
+            C::ChangePassword {
+                account_id,
+                password_hash,
+            } => {
+                self.member_of(account_id)?;
+                Ok(vec![UserEvent::PasswordChanged { password_hash }])
+            }
+            C::Delete { account_id, seen } => {
+                check_seen(self.member_of(account_id)?, seen)?;
+                Ok(vec![UserEvent::UserDeleted])
+            }
+            C::StartTotpSetup { account_id, seed } => match self.member_of(account_id)?.totp {
+                Totp::On(_) => Err(UserError::TotpAlreadyOn),
+                _ => Ok(vec![UserEvent::TotpSetupStarted { seed }]),
+            },
+            C::EnableTotp {
+                account_id,
+                step,
+                recovery_codes,
+            } => {
+                let member = self.member_of(account_id)?;
+                match member.totp {
+                    Totp::Pending(_) => {
+                        verify_second_factor(member, &SecondFactor::Totp { step }, true)?;
+                        Ok(vec![UserEvent::TotpEnabled {
+                            step,
+                            recovery_codes,
+                        }])
+                    }
+                    Totp::On(_) => Err(UserError::TotpAlreadyOn),
+                    Totp::Off => Err(UserError::TotpNotPending),
+                }
+            }
+            C::DisableTotp { account_id, step } => {
+                let member = self.member_of(account_id)?;
+                if !matches!(member.totp, Totp::On(_)) {
+                    return Err(UserError::TotpOff);
+                }
+                if let Some(step) = step {
+                    verify_second_factor(member, &SecondFactor::Totp { step }, true)?;
+                }
+                Ok(vec![UserEvent::TotpDisabled {
+                    reset_by_administrator: step.is_none(),
+                }])
+            }
+            C::RecordLogin { second_factor } => {
+                let member = self.live()?;
+                let totp_on = matches!(member.totp, Totp::On(_));
+                verify_second_factor(member, &second_factor, totp_on)?;
+                Ok(vec![UserEvent::LoggedIn { second_factor }])
+            }
+            C::RecordLockout { scope, until } => {
+                self.live()?;
+                Ok(vec![UserEvent::LoginLockedOut { scope, until }])
+            }
         }
     }
 
-    fn evolve(&mut self, event: UserEvent, _version: i64) {
-        match event {
-            UserEvent::UserRegistered(registration) => self.registration = Some(registration),
+    fn evolve(&mut self, event: UserEvent, version: i64) {
+        if let UserEvent::UserRegistered(registration) = event {
+            self.registered = true;
+            self.member = Some(Member {
+                account_id: registration.account_id,
+                email: registration.email,
+                profile: Profile {
+                    name: registration.name,
+                    phone: registration.phone,
+                    mobile: registration.mobile,
+                },
+                role: registration.role,
+                groups: registration.groups,
+                password_hash: registration.password_hash,
+                totp: Totp::Off,
+                last_totp_step: None,
+                recovery_codes: Vec::new(),
+                version,
+            });
+            return;
         }
+        let Some(member) = &mut self.member else {
+            return;
+        };
+        match event {
+            UserEvent::UserRegistered(_) => unreachable!("handled above"),
+            UserEvent::ProfileChanged(profile) => member.profile = profile,
+            UserEvent::EmailChanged { email } => member.email = email,
+            UserEvent::RoleChanged { role } => member.role = role,
+            UserEvent::GroupsChanged { groups } => member.groups = groups,
+            UserEvent::PasswordChanged { password_hash } => {
+                member.password_hash = password_hash;
+                return;
+            }
+            UserEvent::UserDeleted => {
+                self.member = None;
+                return;
+            }
+            UserEvent::TotpSetupStarted { seed } => {
+                member.totp = Totp::Pending(seed);
+                return;
+            }
+            UserEvent::TotpEnabled {
+                step,
+                recovery_codes,
+            } => {
+                if let Totp::Pending(seed) = std::mem::take(&mut member.totp) {
+                    member.totp = Totp::On(seed);
+                }
+                member.last_totp_step = Some(step);
+                member.recovery_codes = recovery_codes;
+            }
+            UserEvent::TotpDisabled { .. } => {
+                member.totp = Totp::Off;
+                member.recovery_codes.clear();
+            }
+            UserEvent::LoggedIn { second_factor } => {
+                match second_factor {
+                    SecondFactor::Totp { step } => member.last_totp_step = Some(step),
+                    SecondFactor::RecoveryCode { code_hash } => {
+                        member.recovery_codes.retain(|hash| *hash != code_hash)
+                    }
+                    SecondFactor::None => {}
+                }
+                return;
+            }
+            UserEvent::LoginLockedOut { .. } => return,
+        }
+        member.version = version;
     }
 }
 
 /// Email addresses are unique across the installation (they are the login name). Each address
-/// is a stream of its own whose first event claims it: appending that event with
-/// "stream must not exist" is the uniqueness check, in the same atomic append as the
-/// registration.
+/// is a stream of its own: claiming it is an append at the version where it was free, in the
+/// same atomic append as the registration or email change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum EmailClaimEvent {
     EmailClaimed { user_id: UserId },
+    EmailReleased { user_id: UserId },
 }
 
 impl EventCodec for EmailClaimEvent {
     const STREAM_TYPE: &'static str = "email_claim";
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmailClaim {
+    pub holder: Option<UserId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailClaimCommand {
+    Claim(UserId),
+    Release(UserId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a user with this email address already exists")]
+pub struct EmailTaken;
+
+impl Aggregate for EmailClaim {
+    type Command = EmailClaimCommand;
+    type Event = EmailClaimEvent;
+    type Error = EmailTaken;
+
+    fn decide(&self, command: EmailClaimCommand) -> Result<Vec<EmailClaimEvent>, EmailTaken> {
+        match (command, self.holder) {
+            (EmailClaimCommand::Claim(user_id), None) => {
+                Ok(vec![EmailClaimEvent::EmailClaimed { user_id }])
+            }
+            (EmailClaimCommand::Claim(user_id), Some(holder)) if holder == user_id => Ok(vec![]),
+            (EmailClaimCommand::Claim(_), Some(_)) => Err(EmailTaken),
+            (EmailClaimCommand::Release(user_id), Some(holder)) if holder == user_id => {
+                Ok(vec![EmailClaimEvent::EmailReleased { user_id }])
+            }
+            (EmailClaimCommand::Release(_), _) => Ok(vec![]),
+        }
+    }
+
+    fn evolve(&mut self, event: EmailClaimEvent, _version: i64) {
+        self.holder = match event {
+            EmailClaimEvent::EmailClaimed { user_id } => Some(user_id),
+            EmailClaimEvent::EmailReleased { .. } => None,
+        };
+    }
 }
 
 pub fn email_claim_stream(email: &EmailAddress) -> String {
@@ -102,26 +521,185 @@ pub fn email_claim_stream(email: &EmailAddress) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::testing::given;
+    use crate::{handler::testing::given, totp::hash_recovery_code};
 
-    fn registration() -> Registration {
+    fn registration(account_id: AccountId) -> Registration {
         Registration {
-            account_id: AccountId::new(),
+            account_id,
             name: Text::parse("Ada", 1, 100).unwrap(),
             email: EmailAddress::parse("ada@example.com").unwrap(),
             role: Role::Administrator,
             password_hash: "$argon2id$…".into(),
+            groups: BTreeSet::new(),
+            phone: None,
+            mobile: None,
         }
     }
 
+    fn seed() -> EncryptedSecret {
+        serde_json::from_value(serde_json::json!("v1.k1.sealed")).unwrap()
+    }
+
+    /// A registered user with two-factor login on, whose enabling code was at step 100.
+    fn with_totp(account_id: AccountId) -> Vec<UserEvent> {
+        vec![
+            UserEvent::UserRegistered(registration(account_id)),
+            UserEvent::TotpSetupStarted { seed: seed() },
+            UserEvent::TotpEnabled {
+                step: 100,
+                recovery_codes: vec![hash_recovery_code("aaaa-bbbb-cccc")],
+            },
+        ]
+    }
+
     #[test]
-    fn registers_once() {
-        let registration = registration();
+    fn registers_once_and_a_deleted_id_is_not_reused() {
+        let account_id = AccountId::new();
+        let registration = registration(account_id);
         given::<User>(vec![])
-            .when(registration.clone())
+            .when(UserCommand::Register(registration.clone()))
             .then(vec![UserEvent::UserRegistered(registration.clone())]);
-        given::<User>(vec![UserEvent::UserRegistered(registration.clone())])
-            .when(registration)
-            .then_error(UserError::AlreadyRegistered);
+        given::<User>(vec![
+            UserEvent::UserRegistered(registration.clone()),
+            UserEvent::UserDeleted,
+        ])
+        .when(UserCommand::Register(registration))
+        .then_error(UserError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn another_accounts_user_is_not_found() {
+        given::<User>(vec![UserEvent::UserRegistered(registration(
+            AccountId::new(),
+        ))])
+        .when(UserCommand::Delete {
+            account_id: AccountId::new(),
+            seen: None,
+        })
+        .then_error(UserError::NotFound);
+    }
+
+    #[test]
+    fn an_edit_records_only_what_changed() {
+        let account_id = AccountId::new();
+        let role = Role::User;
+        given::<User>(vec![UserEvent::UserRegistered(registration(account_id))])
+            .when(UserCommand::Edit {
+                account_id,
+                edit: UserEdit {
+                    email: Some(EmailAddress::parse("ADA@example.com").unwrap()),
+                    role: Some(role),
+                    ..UserEdit::default()
+                },
+                seen: Some(1),
+            })
+            .then(vec![UserEvent::RoleChanged { role }]);
+    }
+
+    #[test]
+    fn a_login_does_not_move_the_etag_but_an_edit_does() {
+        let account_id = AccountId::new();
+        let history = vec![
+            UserEvent::UserRegistered(registration(account_id)),
+            UserEvent::LoggedIn {
+                second_factor: SecondFactor::None,
+            },
+        ];
+        given::<User>(history.clone())
+            .when(UserCommand::Delete {
+                account_id,
+                seen: Some(1),
+            })
+            .then(vec![UserEvent::UserDeleted]);
+        let mut edited = history;
+        edited.push(UserEvent::RoleChanged { role: Role::User });
+        given::<User>(edited)
+            .when(UserCommand::Delete {
+                account_id,
+                seen: Some(1),
+            })
+            .then_error(UserError::Changed {
+                seen: 1,
+                current: 3,
+            });
+    }
+
+    #[test]
+    fn with_totp_on_a_login_needs_a_fresh_step_or_an_unused_recovery_code() {
+        let history = with_totp(AccountId::new());
+        let login = |second_factor| UserCommand::RecordLogin { second_factor };
+        given::<User>(history.clone())
+            .when(login(SecondFactor::None))
+            .then_error(UserError::SecondFactorRequired);
+        given::<User>(history.clone())
+            .when(login(SecondFactor::Totp { step: 100 }))
+            .then_error(UserError::SecondFactorRejected);
+        given::<User>(history.clone())
+            .when(login(SecondFactor::Totp { step: 101 }))
+            .then(vec![UserEvent::LoggedIn {
+                second_factor: SecondFactor::Totp { step: 101 },
+            }]);
+        let recovery = SecondFactor::RecoveryCode {
+            code_hash: hash_recovery_code("AAAA BBBB CCCC"),
+        };
+        given::<User>(history.clone())
+            .when(login(recovery.clone()))
+            .then(vec![UserEvent::LoggedIn {
+                second_factor: recovery.clone(),
+            }]);
+        let mut used = history;
+        used.push(UserEvent::LoggedIn {
+            second_factor: recovery.clone(),
+        });
+        given::<User>(used)
+            .when(login(recovery))
+            .then_error(UserError::SecondFactorRejected);
+    }
+
+    #[test]
+    fn totp_is_enabled_only_from_a_pending_setup_and_disabled_only_when_on() {
+        let account_id = AccountId::new();
+        let registered = vec![UserEvent::UserRegistered(registration(account_id))];
+        given::<User>(registered.clone())
+            .when(UserCommand::EnableTotp {
+                account_id,
+                step: 5,
+                recovery_codes: vec![],
+            })
+            .then_error(UserError::TotpNotPending);
+        given::<User>(registered)
+            .when(UserCommand::DisableTotp {
+                account_id,
+                step: None,
+            })
+            .then_error(UserError::TotpOff);
+        given::<User>(with_totp(account_id))
+            .when(UserCommand::StartTotpSetup {
+                account_id,
+                seed: seed(),
+            })
+            .then_error(UserError::TotpAlreadyOn);
+        given::<User>(with_totp(account_id))
+            .when(UserCommand::DisableTotp {
+                account_id,
+                step: None,
+            })
+            .then(vec![UserEvent::TotpDisabled {
+                reset_by_administrator: true,
+            }]);
+    }
+
+    #[test]
+    fn an_email_is_claimed_by_one_user_at_a_time() {
+        let (ada, bob) = (UserId::new(), UserId::new());
+        given::<EmailClaim>(vec![EmailClaimEvent::EmailClaimed { user_id: ada }])
+            .when(EmailClaimCommand::Claim(bob))
+            .then_error(EmailTaken);
+        given::<EmailClaim>(vec![
+            EmailClaimEvent::EmailClaimed { user_id: ada },
+            EmailClaimEvent::EmailReleased { user_id: ada },
+        ])
+        .when(EmailClaimCommand::Claim(bob))
+        .then(vec![EmailClaimEvent::EmailClaimed { user_id: bob }]);
     }
 }

@@ -1,18 +1,259 @@
-//! Users of every account, for login and (later) the user list.
+//! Users and groups of every account: for login, the user and group lists, and the
+//! permission check on every request. It also ends sessions when the log says so (a password
+//! or two-factor change ends the user's other sessions; a deletion ends all of them).
+
+use std::collections::HashMap;
 
 use futures::{FutureExt, future::BoxFuture};
 use sqlx::AnyConnection;
 use switchyard_command::{
     event_log::{EventCodec, RecordedEvent, decode},
+    group::{GroupEvent, GroupSettings},
     user::UserEvent,
 };
 
-use crate::{
-    Projection, ProjectionError,
-    bulk::{Param, insert_rows},
-};
+use crate::{Projection, ProjectionError};
 
 pub struct UsersProjection;
+
+fn timestamp(event: &RecordedEvent) -> String {
+    event
+        .recorded_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A value bound to a statement.
+enum Bound<'a> {
+    Text(Option<&'a str>),
+    Int(i64),
+}
+
+use Bound::{Int, Text};
+
+/// Runs one statement with its bound values.
+async fn run(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    values: &[Bound<'_>],
+) -> Result<(), sqlx::Error> {
+    let mut query = sqlx::query(sql);
+    for value in values {
+        query = match value {
+            Text(text) => query.bind(text.map(str::to_owned)),
+            Int(int) => query.bind(*int),
+        };
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+fn text(value: &str) -> Bound<'_> {
+    Text(Some(value))
+}
+
+async fn set_groups(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    groups: Vec<String>,
+) -> Result<(), sqlx::Error> {
+    run(
+        conn,
+        "DELETE FROM user_groups WHERE user_id = $1",
+        &[text(user_id)],
+    )
+    .await?;
+    for group in groups {
+        run(
+            conn,
+            "INSERT INTO user_groups (user_id, group_id) VALUES ($1, $2)",
+            &[text(user_id), text(&group)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Ends the user's sessions opened before the event, except the one that made the change.
+async fn end_sessions(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    event: &RecordedEvent,
+) -> Result<(), sqlx::Error> {
+    let kept = event.metadata.session_id.as_deref().unwrap_or_default();
+    run(
+        conn,
+        "DELETE FROM sessions WHERE user_id = $1 AND created_at <= $2 \
+         AND id <> $3",
+        &[text(user_id), text(&timestamp(event)), text(kept)],
+    )
+    .await
+}
+
+async fn apply_user_event(
+    conn: &mut AnyConnection,
+    event: &RecordedEvent,
+    logins: &mut HashMap<String, String>,
+) -> Result<(), ProjectionError> {
+    let user_id = event.stream_id.trim_start_matches("user-");
+    let version = Int(event.version);
+    let user_event = decode::<UserEvent>(event).map_err(ProjectionError::decode(event))?;
+    match user_event {
+        UserEvent::UserRegistered(registration) => {
+            run(
+                conn,
+                "INSERT INTO users (id, account_id, email, name, role, password_hash, phone, mobile, \
+                 version, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    text(user_id),
+                    text(&registration.account_id.to_string()),
+                    text(&registration.email.normalized()),
+                    text(registration.name.as_str()),
+                    text(registration.role.as_str()),
+                    text(&registration.password_hash),
+                    Text(registration.phone.as_ref().map(|p| p.as_str())),
+                    Text(registration.mobile.as_ref().map(|p| p.as_str())),
+                    version,
+                    text(&timestamp(event)),
+                ],
+            )
+            .await?;
+            let groups = registration.groups.iter().map(|g| g.to_string()).collect();
+            set_groups(conn, user_id, groups).await?;
+        }
+        UserEvent::ProfileChanged(profile) => {
+            let phone = profile.phone.as_ref().map(|p| p.as_str());
+            let mobile = profile.mobile.as_ref().map(|p| p.as_str());
+            run(
+                conn,
+                "UPDATE users SET name = $1, phone = $2, mobile = $3, version = $4 WHERE id = $5",
+                &[
+                    text(profile.name.as_str()),
+                    Text(phone),
+                    Text(mobile),
+                    version,
+                    text(user_id),
+                ],
+            )
+            .await?;
+        }
+        UserEvent::EmailChanged { email } => {
+            run(
+                conn,
+                "UPDATE users SET email = $1, version = $2 WHERE id = $3",
+                &[text(&email.normalized()), version, text(user_id)],
+            )
+            .await?;
+        }
+        UserEvent::RoleChanged { role } => {
+            run(
+                conn,
+                "UPDATE users SET role = $1, version = $2 WHERE id = $3",
+                &[text(role.as_str()), version, text(user_id)],
+            )
+            .await?;
+        }
+        UserEvent::GroupsChanged { groups } => {
+            let groups = groups.iter().map(|g| g.to_string()).collect();
+            set_groups(conn, user_id, groups).await?;
+            run(
+                conn,
+                "UPDATE users SET version = $1 WHERE id = $2",
+                &[version, text(user_id)],
+            )
+            .await?;
+        }
+        UserEvent::PasswordChanged { password_hash } => {
+            run(
+                conn,
+                "UPDATE users SET password_hash = $1 WHERE id = $2",
+                &[text(&password_hash), text(user_id)],
+            )
+            .await?;
+            end_sessions(conn, user_id, event).await?;
+        }
+        UserEvent::TotpEnabled { .. } | UserEvent::TotpDisabled { .. } => {
+            let enabled = matches!(user_event, UserEvent::TotpEnabled { .. });
+            run(
+                conn,
+                "UPDATE users SET totp_enabled = $1, version = $2 WHERE id = $3",
+                &[Int(i64::from(enabled)), version, text(user_id)],
+            )
+            .await?;
+            end_sessions(conn, user_id, event).await?;
+        }
+        UserEvent::UserDeleted => {
+            run(
+                conn,
+                "UPDATE users SET deleted_at = $1 WHERE id = $2",
+                &[text(&timestamp(event)), text(user_id)],
+            )
+            .await?;
+            for sql in [
+                "DELETE FROM user_groups WHERE user_id = $1",
+                "DELETE FROM sessions WHERE user_id = $1",
+            ] {
+                run(conn, sql, &[text(user_id)]).await?;
+            }
+        }
+        UserEvent::LoggedIn { .. } => {
+            logins.insert(user_id.to_owned(), timestamp(event));
+        }
+        UserEvent::TotpSetupStarted { .. } | UserEvent::LoginLockedOut { .. } => {}
+    }
+    Ok(())
+}
+
+async fn upsert_group(
+    conn: &mut AnyConnection,
+    event: &RecordedEvent,
+    account_id: &str,
+    settings: &GroupSettings,
+) -> Result<(), sqlx::Error> {
+    let permissions =
+        serde_json::to_string(&settings.permissions).expect("permissions serialize to JSON");
+    run(
+        conn,
+        "INSERT INTO groups (id, account_id, name, permissions, version, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET \
+         name = excluded.name, permissions = excluded.permissions, version = excluded.version",
+        &[
+            text(event.stream_id.trim_start_matches("group-")),
+            text(account_id),
+            text(settings.name.as_str()),
+            text(&permissions),
+            Int(event.version),
+            text(&timestamp(event)),
+        ],
+    )
+    .await
+}
+
+async fn apply_group_event(
+    conn: &mut AnyConnection,
+    event: &RecordedEvent,
+) -> Result<(), ProjectionError> {
+    let group_id = event.stream_id.trim_start_matches("group-");
+    match decode::<GroupEvent>(event).map_err(ProjectionError::decode(event))? {
+        GroupEvent::GroupCreated {
+            account_id,
+            settings,
+        } => upsert_group(conn, event, &account_id.to_string(), &settings).await?,
+        GroupEvent::GroupChanged(settings) => {
+            let account_id = event.metadata.account_id.to_string();
+            upsert_group(conn, event, &account_id, &settings).await?
+        }
+        GroupEvent::GroupDeleted => {
+            for sql in [
+                "DELETE FROM groups WHERE id = $1",
+                "DELETE FROM user_groups WHERE group_id = $1",
+            ] {
+                run(conn, sql, &[text(group_id)]).await?;
+            }
+        }
+    }
+    Ok(())
+}
 
 impl Projection for UsersProjection {
     fn name(&self) -> &'static str {
@@ -20,7 +261,7 @@ impl Projection for UsersProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["users"]
+        &["users", "user_groups", "groups"]
     }
 
     fn apply<'c>(
@@ -29,30 +270,23 @@ impl Projection for UsersProjection {
         events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>> {
         async move {
-            let mut registered: Vec<Vec<Param>> = Vec::new();
-            for event in events.iter().filter(|e| e.stream_type == UserEvent::STREAM_TYPE) {
-                let user_id = event.stream_id.trim_start_matches("user-");
-                match decode::<UserEvent>(event).map_err(ProjectionError::decode(event))? {
-                    UserEvent::UserRegistered(registration) => registered.push(vec![
-                        user_id.into(),
-                        registration.account_id.to_string().into(),
-                        registration.email.normalized().into(),
-                        registration.name.as_str().into(),
-                        registration.role.as_str().into(),
-                        registration.password_hash.into(),
-                        event.version.into(),
-                        event.recorded_at.to_rfc3339().into(),
-                    ]),
+            // Logins only move `last_login_at`: one update per user and batch.
+            let mut logins = HashMap::new();
+            for event in events {
+                match event.stream_type.as_str() {
+                    UserEvent::STREAM_TYPE => apply_user_event(conn, event, &mut logins).await?,
+                    GroupEvent::STREAM_TYPE => apply_group_event(conn, event).await?,
+                    _ => {}
                 }
             }
-            insert_rows(
-                conn,
-                "INSERT INTO users (id, account_id, email, name, role, password_hash, version, created_at)",
-                "ON CONFLICT (id) DO NOTHING",
-                8,
-                registered,
-            )
-            .await?;
+            for (user_id, at) in logins {
+                run(
+                    conn,
+                    "UPDATE users SET last_login_at = $1 WHERE id = $2",
+                    &[text(&at), text(&user_id)],
+                )
+                .await?;
+            }
             Ok(())
         }
         .boxed()

@@ -5,12 +5,15 @@
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use switchyard::service::{AdminCredentials, Service, open_database};
-use switchyard_command::Database;
+use switchyard_command::{Database, secrets::SecretKeyring};
 use tokio::net::TcpListener;
 
 pub const POSTGRES_URL_VAR: &str = "SWITCHYARD_TEST_POSTGRES_URL";
 pub const ADMIN_EMAIL: &str = "admin@acme.example.com";
 pub const ADMIN_PASSWORD: &str = "a long enough password";
+/// Opening an account appends the account, the administrator, their email claim and the
+/// account's roster.
+pub const OPENING_EVENTS: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -93,12 +96,20 @@ pub struct TestApp {
     pub service: Service,
 }
 
+/// A fresh keyring, as the first start of a service generates it.
+pub fn test_keyring() -> SecretKeyring {
+    let dir = tempfile::tempdir().unwrap();
+    SecretKeyring::load_or_generate(&dir.path().join("secrets.key")).unwrap()
+}
+
 impl TestApp {
     /// A fresh database, the service on port 0, the first account opened and its
     /// administrator logged in.
     pub async fn spawn(backend: Backend) -> Self {
         let database = TestDatabase::new(backend).await;
-        let mut service = Service::start(database.open().await).await.unwrap();
+        let mut service = Service::start(database.open().await, test_keyring())
+            .await
+            .unwrap();
         service
             .bootstrap(
                 "Acme",

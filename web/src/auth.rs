@@ -6,6 +6,8 @@
 //! from our own origin (`Sec-Fetch-Site` or `Origin`), since a browser attaches cookies to
 //! cross-site requests too.
 
+use std::{marker::PhantomData, ops::Deref};
+
 use axum::{
     extract::FromRequestParts,
     http::{Method, header, request::Parts},
@@ -14,13 +16,15 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use switchyard_command::{
     Database,
     domain::{AccountId, UserId},
     event_log::Actor,
+    permissions::{EffectivePermissions, Resource},
     user::Role,
 };
+use switchyard_projections::queries;
+use uuid::Uuid;
 
 use crate::{AppState, error::ApiError};
 
@@ -28,12 +32,14 @@ pub const SESSION_COOKIE: &str = "switchyard_session";
 /// A session ends this long after login, whatever happens.
 pub const SESSION_LIFETIME: Duration = Duration::hours(12);
 
-/// The user a request acts for, within their account.
+/// The user a request acts for, within their account, and what they may do.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user_id: UserId,
     pub account_id: AccountId,
-    pub role: Role,
+    pub permissions: EffectivePermissions,
+    /// The public id of the session, named in the metadata of the events it causes.
+    pub session_id: String,
     token_hash: String,
 }
 
@@ -42,12 +48,74 @@ impl Caller {
         Actor::User(self.user_id)
     }
 
-    /// Account configuration is for administrators (groups come with the identity work).
-    pub fn require_administrator(&self) -> Result<(), ApiError> {
-        match self.role {
-            Role::Administrator => Ok(()),
-            Role::User => Err(ApiError::forbidden("only administrators may do this")),
+    pub fn role(&self) -> Role {
+        self.permissions.role
+    }
+
+    pub fn is_administrator(&self) -> bool {
+        self.role() == Role::Administrator
+    }
+
+    /// Refuses a `user` who would change the settings of a resource they are not allowed
+    /// themselves (administrators may change anything).
+    pub fn require_delegable(
+        &self,
+        touched: impl IntoIterator<Item = Resource>,
+    ) -> Result<(), ApiError> {
+        self.permissions.may_delegate(touched).map_err(|resource| {
+            ApiError::forbidden(format!(
+                "you may not change what others may do with `{}`: you are not allowed it yourself",
+                resource.as_str()
+            ))
+        })
+    }
+}
+
+/// An account section an endpoint belongs to. Handlers name it in their signature through
+/// [`Authorized`], so the permission check cannot be forgotten.
+pub trait Section {
+    const RESOURCE: Resource;
+}
+
+/// Marker types for [`Authorized`], one per section of the account.
+pub mod section {
+    use super::{Resource, Section};
+
+    macro_rules! sections {
+        ($($name:ident => $resource:ident),* $(,)?) => {$(
+            pub struct $name;
+            impl Section for $name {
+                const RESOURCE: Resource = Resource::$resource;
+            }
+        )*};
+    }
+
+    sections!(Config => Config, Users => Users, Audit => Audit);
+}
+
+/// A caller whose permissions allow section `S`; anyone else gets 403.
+pub struct Authorized<S>(pub Caller, PhantomData<S>);
+
+impl<S> Deref for Authorized<S> {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl<S: Section> FromRequestParts<AppState> for Authorized<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !caller.permissions.allows(S::RESOURCE) {
+            return Err(ApiError::forbidden(format!(
+                "your groups do not allow `{}`",
+                S::RESOURCE.as_str()
+            )));
         }
+        Ok(Self(caller, PhantomData))
     }
 }
 
@@ -75,9 +143,10 @@ pub async fn create_session(
     let now = Utc::now();
     let expires_at = now + SESSION_LIFETIME;
     sqlx::query(
-        "INSERT INTO sessions (token_hash, user_id, account_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO sessions (id, token_hash, user_id, account_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
+    .bind(Uuid::now_v7().to_string())
     .bind(hash_token(&token))
     .bind(user_id)
     .bind(account_id)
@@ -162,23 +231,18 @@ impl FromRequestParts<AppState> for Caller {
             }
         };
         let token_hash = hash_token(&token);
-        let row = sqlx::query(
-            "SELECT s.user_id, s.account_id, u.role FROM sessions s \
-             JOIN users u ON u.id = s.user_id AND u.account_id = s.account_id \
-             WHERE s.token_hash = $1 AND s.expires_at > $2",
-        )
-        .bind(&token_hash)
-        .bind(timestamp(Utc::now()))
-        .fetch_optional(&state.db.pool)
-        .await?
-        .ok_or_else(ApiError::unauthenticated)?;
+        let now = timestamp(Utc::now());
+        let session = queries::session_user(&state.db, &token_hash, &now)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)?;
         let invalid = |what: &str| ApiError::internal(format!("session row has an invalid {what}"));
+        let role = Role::parse(&session.role).ok_or_else(|| invalid("role"))?;
         Ok(Self {
-            user_id: UserId::parse(&row.try_get::<String, _>(0)?)
-                .ok_or_else(|| invalid("user id"))?,
-            account_id: AccountId::parse(&row.try_get::<String, _>(1)?)
+            user_id: UserId::parse(&session.user_id).ok_or_else(|| invalid("user id"))?,
+            account_id: AccountId::parse(&session.account_id)
                 .ok_or_else(|| invalid("account id"))?,
-            role: Role::parse(&row.try_get::<String, _>(2)?).ok_or_else(|| invalid("role"))?,
+            permissions: EffectivePermissions::of(role, &session.grants),
+            session_id: session.session_id,
             token_hash,
         })
     }

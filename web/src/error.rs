@@ -1,6 +1,8 @@
 //! Every error answer is `application/problem+json` (RFC 9457): `type`, `title` (a stable
 //! code), `status`, `detail` (for people) and, for validation, `errors` naming each field.
 
+use std::time::Duration;
+
 use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -15,6 +17,8 @@ pub struct ApiError {
     code: &'static str,
     detail: String,
     errors: Vec<FieldError>,
+    /// For 429: when to try again.
+    retry_after: Option<Duration>,
 }
 
 #[derive(Serialize)]
@@ -30,6 +34,15 @@ impl ApiError {
             code,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After` in whole seconds (at least one).
+    pub fn too_many_requests(retry_after: Duration, detail: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", detail)
         }
     }
 
@@ -40,6 +53,7 @@ impl ApiError {
             code: "validation_failed",
             detail: format!("invalid fields: {}", fields.join(", ")),
             errors,
+            retry_after: None,
         }
     }
 
@@ -115,6 +129,7 @@ impl From<sqlx::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let unauthenticated = self.status == StatusCode::UNAUTHORIZED;
+        let retry_after = self.retry_after;
         let problem = ProblemDetails::new()
             .with_type(
                 format!("/problems/{}", self.code)
@@ -132,6 +147,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(wait) = retry_after {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

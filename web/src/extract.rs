@@ -14,7 +14,7 @@ use switchyard_command::{
 };
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::{auth::Caller, error::ApiError};
 
 /// A JSON body. Malformed JSON is 400; a wrong type, a missing or an unknown field is 422
 /// naming the field; over the body limit is 413; another content type is 415.
@@ -129,6 +129,15 @@ impl RequestContext {
             request_id: self.request_id.clone(),
             client_ip: self.client_ip.clone(),
             user_agent: self.user_agent.clone(),
+            session_id: None,
+        }
+    }
+
+    /// Metadata of a command an authenticated caller runs.
+    pub fn metadata_for(&self, caller: &Caller) -> Metadata {
+        Metadata {
+            session_id: Some(caller.session_id.clone()),
+            ..self.metadata(caller.account_id, caller.actor())
         }
     }
 }

@@ -2,16 +2,23 @@
 //! OpenAPI document generated from the handlers. Only this crate knows HTTP.
 
 mod auth;
+mod domain_errors;
 mod error;
 mod etag;
 mod extract;
+mod paging;
 mod routes;
+pub mod throttle;
 
-use std::time::Duration;
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit, http::HeaderName};
 use switchyard_command::{
-    Database, event_log::EventLog, handler::CommandHandler, password::PasswordHasher,
+    Database,
+    event_log::EventLog,
+    handler::{Aggregate, CommandHandler, Loaded},
+    password::PasswordHasher,
+    secrets::SecretKeyring,
 };
 use switchyard_projections::Projections;
 use tower_http::{
@@ -22,6 +29,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
+use throttle::{LoginThrottle, ThrottlePolicy};
 
 /// Request bodies above this answer 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -38,16 +46,47 @@ pub struct AppState {
     pub commands: CommandHandler,
     pub projections: Projections,
     pub passwords: PasswordHasher,
+    pub secrets: Arc<SecretKeyring>,
+    pub throttle: LoginThrottle,
 }
 
 impl AppState {
-    pub fn new(log: EventLog, projections: Projections, passwords: PasswordHasher) -> Self {
+    pub fn new(
+        log: EventLog,
+        projections: Projections,
+        passwords: PasswordHasher,
+        secrets: Arc<SecretKeyring>,
+    ) -> Self {
+        let db = log.database().clone();
         Self {
-            db: log.database().clone(),
+            throttle: LoginThrottle::new(db.clone(), ThrottlePolicy::default()),
+            db,
             commands: CommandHandler::new(log.clone()),
             log,
             projections,
             passwords,
+            secrets,
+        }
+    }
+
+    /// The current state of an aggregate's stream.
+    async fn load<A: Aggregate>(&self, stream_id: &str) -> Result<Loaded<A>, ApiError> {
+        self.commands
+            .load::<A, Infallible>(stream_id)
+            .await
+            .map_err(ApiError::internal)
+    }
+
+    /// Read-your-writes: waits until the read models show the event at `position`, so the
+    /// next read (a GET, the audit log) sees the command's effect.
+    async fn caught_up(&self, position: Option<i64>) {
+        if let Some(position) = position
+            && !self
+                .projections
+                .wait_for(position, READ_YOUR_WRITES_TIMEOUT)
+                .await
+        {
+            tracing::warn!(position, "read models did not catch up before the response");
         }
     }
 }
@@ -81,6 +120,9 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::service::routes())
         .merge(routes::sessions::routes())
         .merge(routes::config::routes())
+        .merge(routes::me::routes())
+        .merge(routes::users::routes())
+        .merge(routes::groups::routes())
         .merge(routes::audit::routes())
         .split_for_parts();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);

@@ -49,3 +49,8 @@ id_type!(
     UserId,
     "user"
 );
+id_type!(
+    /// A named set of allow/deny permissions that users of an account belong to.
+    GroupId,
+    "group"
+);

@@ -8,7 +8,7 @@ mod password_policy;
 mod text;
 
 pub use contact::{EmailAddress, PhoneNumber};
-pub use ids::{AccountId, UserId};
+pub use ids::{AccountId, GroupId, UserId};
 pub use locale::{CountryCode, CurrencyCode, DateFormat};
 pub use password_policy::NewPassword;
 pub use text::Text;

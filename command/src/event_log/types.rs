@@ -69,6 +69,9 @@ pub struct Metadata {
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The public id of the login session the request came with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 impl Metadata {
@@ -82,6 +85,7 @@ impl Metadata {
             request_id: None,
             client_ip: None,
             user_agent: None,
+            session_id: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
-    auth::Caller,
+    auth::{Authorized, section},
     error::{ApiError, ApiResult},
 };
 
@@ -109,10 +109,9 @@ fn entry(row: AuditRow) -> ApiResult<AuditEntry> {
 ))]
 async fn list_audit(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<section::Audit>,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    caller.require_administrator()?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid_field(

@@ -22,8 +22,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState, READ_YOUR_WRITES_TIMEOUT,
-    auth::Caller,
+    AppState,
+    auth::{Authorized, Caller, section},
     error::{ApiError, ApiResult},
     etag,
     extract::{IfMatch, JsonBody, RequestContext},
@@ -156,7 +156,6 @@ async fn read_section<T: DeserializeOwned + Serialize>(
     caller: &Caller,
     section: &str,
 ) -> ApiResult<Response> {
-    caller.require_administrator()?;
     let stored = queries::config_section(&state.db, caller.account_id, section)
         .await?
         .ok_or_else(|| ApiError::not_found("account configuration"))?;
@@ -172,7 +171,7 @@ async fn change_section<T: Serialize>(
     command: AccountCommand,
     section: impl FnOnce(&Account) -> Option<&Versioned<T>>,
 ) -> ApiResult<Response> {
-    let metadata = context.metadata(caller.account_id, caller.actor());
+    let metadata = context.metadata_for(caller);
     let executed = state
         .commands
         .execute::<Account>(&caller.account_id.stream_id(), command, &metadata)
@@ -190,15 +189,7 @@ async fn change_section<T: Serialize>(
             }
             other => ApiError::internal(other),
         })?;
-    // Later reads (this section, the audit log) see the change too.
-    if let Some(position) = executed.position
-        && !state
-            .projections
-            .wait_for(position, READ_YOUR_WRITES_TIMEOUT)
-            .await
-    {
-        tracing::warn!(position, "read models did not catch up before the response");
-    }
+    state.caught_up(executed.position).await;
     let current = section(&executed.state).ok_or_else(|| ApiError::not_found("account"))?;
     Ok(section_response(current.version, &current.value))
 }
@@ -208,7 +199,10 @@ async fn change_section<T: Serialize>(
     (status = 200, body = Company, headers(("ETag" = String))),
     (status = 401), (status = 403),
 ))]
-async fn get_company(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+async fn get_company(
+    State(state): State<AppState>,
+    caller: Authorized<section::Config>,
+) -> ApiResult<Response> {
     read_section::<Company>(&state, &caller, COMPANY_SECTION).await
 }
 
@@ -221,12 +215,11 @@ async fn get_company(State(state): State<AppState>, caller: Caller) -> ApiResult
 ))]
 async fn put_company(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<section::Config>,
     context: RequestContext,
     IfMatch(seen): IfMatch,
     JsonBody(body): JsonBody<Company>,
 ) -> ApiResult<Response> {
-    caller.require_administrator()?;
     let company = body.parse().map_err(ApiError::validation)?;
     let command = AccountCommand::ChangeCompanyInformation(company, seen);
     change_section(&state, &caller, &context, command, |account| {
@@ -240,7 +233,10 @@ async fn put_company(
     (status = 200, body = General, headers(("ETag" = String))),
     (status = 401), (status = 403),
 ))]
-async fn get_general(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+async fn get_general(
+    State(state): State<AppState>,
+    caller: Authorized<section::Config>,
+) -> ApiResult<Response> {
     read_section::<General>(&state, &caller, GENERAL_SECTION).await
 }
 
@@ -252,12 +248,11 @@ async fn get_general(State(state): State<AppState>, caller: Caller) -> ApiResult
 ))]
 async fn put_general(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Authorized<section::Config>,
     context: RequestContext,
     IfMatch(seen): IfMatch,
     JsonBody(body): JsonBody<General>,
 ) -> ApiResult<Response> {
-    caller.require_administrator()?;
     let general = body.parse().map_err(ApiError::validation)?;
     let command = AccountCommand::ChangeGeneralInformation(general, seen);
     change_section(&state, &caller, &context, command, |account| {

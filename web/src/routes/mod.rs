@@ -1,4 +1,7 @@
 pub mod audit;
 pub mod config;
+pub mod groups;
+pub mod me;
 pub mod service;
 pub mod sessions;
+pub mod users;

@@ -6,12 +6,8 @@ use std::collections::{HashMap, HashSet};
 use futures::{FutureExt, future::BoxFuture};
 use serde_json::{Map, Value, json};
 use sqlx::{AnyConnection, Row};
+use switchyard_command::event_log::RecordedEvent;
 use switchyard_command::{Backend, db::MAX_PARAMETERS};
-use switchyard_command::{
-    account::AccountEvent,
-    event_log::{EventCodec, RecordedEvent, decode},
-    user::{EmailClaimEvent, UserEvent},
-};
 
 use crate::{
     Projection, ProjectionError,
@@ -28,69 +24,19 @@ const SECRET_FIELDS: &[&str] = &[
     "secret_key",
     "api_key",
     "totp_secret",
+    "seed",
     "recovery_codes",
 ];
 pub const REDACTED: &str = "***";
 
-/// Every section name `describe` uses.
-const SECTIONS: &[&str] = &["company", "general", "user"];
+mod describe;
 
-/// What one event means to a person reading the audit log.
-struct Described {
-    summary: String,
-    /// Sections (a named group of fields) the event sets, with their new values.
-    sections: Vec<(&'static str, Value)>,
-}
+use describe::{SECTIONS, describe};
 
-fn describe(event: &RecordedEvent) -> Result<Described, serde_json::Error> {
-    Ok(match event.stream_type.as_str() {
-        AccountEvent::STREAM_TYPE => match decode::<AccountEvent>(event)? {
-            AccountEvent::AccountOpened { company, general } => Described {
-                summary: format!("Account \"{}\" opened", company.name.as_str()),
-                sections: vec![
-                    ("company", serde_json::to_value(&company)?),
-                    ("general", serde_json::to_value(&general)?),
-                ],
-            },
-            AccountEvent::CompanyInformationChanged(company) => Described {
-                summary: "Company information changed".into(),
-                sections: vec![("company", serde_json::to_value(&company)?)],
-            },
-            AccountEvent::GeneralInformationChanged(general) => Described {
-                summary: "General information changed".into(),
-                sections: vec![("general", serde_json::to_value(&general)?)],
-            },
-        },
-        UserEvent::STREAM_TYPE => match decode::<UserEvent>(event)? {
-            UserEvent::UserRegistered(registration) => Described {
-                summary: format!(
-                    "User {} added as {}",
-                    registration.email.as_str(),
-                    registration.role.as_str()
-                ),
-                sections: vec![("user", serde_json::to_value(&registration)?)],
-            },
-        },
-        EmailClaimEvent::STREAM_TYPE => match decode::<EmailClaimEvent>(event)? {
-            EmailClaimEvent::EmailClaimed { user_id } => Described {
-                summary: format!("Email address reserved for user {user_id}"),
-                sections: vec![],
-            },
-        },
-        other => Described {
-            summary: format!("{} on a {other} stream", event.event_type),
-            sections: vec![],
-        },
-    })
-}
-
-/// `{field: {from, to}}` for every field whose value differs, secrets redacted.
+/// `{field: {from, to}}` for every field `after` sets to a new value, secrets redacted.
 pub fn diff(before: &Map<String, Value>, after: &Map<String, Value>) -> Map<String, Value> {
     let mut changes = Map::new();
-    let fields = before
-        .keys()
-        .chain(after.keys().filter(|k| !before.contains_key(*k)));
-    for field in fields {
+    for field in after.keys() {
         let (from, to) = (before.get(field), after.get(field));
         if from == to {
             continue;
@@ -137,9 +83,9 @@ impl Projection for AuditProjection {
                         continue;
                     };
                     let key = (event.stream_id.clone(), section);
-                    let before = sections.get(&key);
-                    changes.extend(diff(before.unwrap_or(&Map::new()), &after));
-                    sections.insert(key.clone(), after);
+                    let known = sections.entry(key.clone()).or_default();
+                    changes.extend(diff(known, &after));
+                    known.extend(after);
                     touched.insert(key);
                 }
                 entries.push(entry(event, described.summary, changes));

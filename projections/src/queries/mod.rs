@@ -5,6 +5,10 @@ use serde_json::Value;
 use sqlx::{FromRow, Row};
 use switchyard_command::{Database, domain::AccountId};
 
+mod users;
+
+pub use users::*;
+
 /// A configuration section and the version that last changed it.
 pub struct Section {
     pub version: i64,
@@ -31,31 +35,6 @@ pub async fn config_section(
         })
     })
     .transpose()
-}
-
-#[derive(Debug, Clone, FromRow)]
-pub struct UserRow {
-    pub id: String,
-    pub account_id: String,
-    pub email: String,
-    pub name: String,
-    pub role: String,
-    pub password_hash: String,
-}
-
-const USER_COLUMNS: &str = "id, account_id, email, name, role, password_hash";
-
-/// For login: emails are unique across the installation.
-pub async fn user_by_email(
-    db: &Database,
-    normalized_email: &str,
-) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
-    )))
-    .bind(normalized_email)
-    .fetch_optional(&db.pool)
-    .await
 }
 
 /// Narrows the audit log; every filter is optional.

@@ -1,0 +1,143 @@
+//! The `Roster` aggregate: who belongs to an account and with which role. It exists to keep
+//! one invariant that spans users: an account always has an administrator. Adding, removing
+//! or re-roling a user appends to the roster in the same atomic append as to the user, so two
+//! concurrent demotions of the last two administrators cannot both succeed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    domain::{AccountId, UserId},
+    event_log::EventCodec,
+    handler::Aggregate,
+    user::Role,
+};
+
+pub fn roster_stream(account_id: AccountId) -> String {
+    format!("roster-{account_id}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum RosterEvent {
+    MemberJoined { user_id: UserId, role: Role },
+    MemberRoleChanged { user_id: UserId, role: Role },
+    MemberLeft { user_id: UserId },
+}
+
+impl EventCodec for RosterEvent {
+    const STREAM_TYPE: &'static str = "roster";
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roster {
+    members: BTreeMap<UserId, Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RosterCommand {
+    Join(UserId, Role),
+    ChangeRole(UserId, Role),
+    Leave(UserId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the account's last administrator cannot be removed or demoted")]
+pub struct LastAdministrator;
+
+impl Roster {
+    fn is_last_administrator(&self, user_id: UserId) -> bool {
+        let administrators = self
+            .members
+            .iter()
+            .filter(|(_, role)| **role == Role::Administrator);
+        self.members.get(&user_id) == Some(&Role::Administrator) && administrators.count() == 1
+    }
+}
+
+impl Aggregate for Roster {
+    type Command = RosterCommand;
+    type Event = RosterEvent;
+    type Error = LastAdministrator;
+
+    fn decide(&self, command: RosterCommand) -> Result<Vec<RosterEvent>, LastAdministrator> {
+        Ok(match command {
+            RosterCommand::Join(user_id, role) => vec![RosterEvent::MemberJoined { user_id, role }],
+            RosterCommand::ChangeRole(user_id, role) => {
+                if role == Role::User && self.is_last_administrator(user_id) {
+                    return Err(LastAdministrator);
+                }
+                vec![RosterEvent::MemberRoleChanged { user_id, role }]
+            }
+            RosterCommand::Leave(user_id) => {
+                if self.is_last_administrator(user_id) {
+                    return Err(LastAdministrator);
+                }
+                vec![RosterEvent::MemberLeft { user_id }]
+            }
+        })
+    }
+
+    fn evolve(&mut self, event: RosterEvent, _version: i64) {
+        match event {
+            RosterEvent::MemberJoined { user_id, role }
+            | RosterEvent::MemberRoleChanged { user_id, role } => {
+                self.members.insert(user_id, role);
+            }
+            RosterEvent::MemberLeft { user_id } => {
+                self.members.remove(&user_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::testing::given;
+
+    #[test]
+    fn the_last_administrator_can_be_neither_demoted_nor_removed() {
+        let (ada, bob) = (UserId::new(), UserId::new());
+        let history = vec![
+            RosterEvent::MemberJoined {
+                user_id: ada,
+                role: Role::Administrator,
+            },
+            RosterEvent::MemberJoined {
+                user_id: bob,
+                role: Role::User,
+            },
+        ];
+        given::<Roster>(history.clone())
+            .when(RosterCommand::ChangeRole(ada, Role::User))
+            .then_error(LastAdministrator);
+        given::<Roster>(history.clone())
+            .when(RosterCommand::Leave(ada))
+            .then_error(LastAdministrator);
+        given::<Roster>(history)
+            .when(RosterCommand::Leave(bob))
+            .then(vec![RosterEvent::MemberLeft { user_id: bob }]);
+    }
+
+    #[test]
+    fn with_a_second_administrator_the_first_may_go() {
+        let (ada, bob) = (UserId::new(), UserId::new());
+        given::<Roster>(vec![
+            RosterEvent::MemberJoined {
+                user_id: ada,
+                role: Role::Administrator,
+            },
+            RosterEvent::MemberRoleChanged {
+                user_id: bob,
+                role: Role::Administrator,
+            },
+        ])
+        .when(RosterCommand::ChangeRole(ada, Role::User))
+        .then(vec![RosterEvent::MemberRoleChanged {
+            user_id: ada,
+            role: Role::User,
+        }]);
+    }
+}

@@ -1,0 +1,167 @@
+//! What each event means to a person reading the audit log: a one-line summary, and the
+//! fields it sets, grouped in named sections so the next change can be diffed against them.
+
+use serde_json::{Value, json};
+use switchyard_command::{
+    account::AccountEvent,
+    event_log::{EventCodec, RecordedEvent, decode},
+    group::GroupEvent,
+    roster::RosterEvent,
+    user::{EmailClaimEvent, LockoutScope, SecondFactor, UserEvent},
+};
+
+/// Every section name `describe` uses.
+pub const SECTIONS: &[&str] = &["company", "general", "user", "group"];
+
+pub struct Described {
+    pub summary: String,
+    /// Sections the event sets fields of, with those fields' new values.
+    pub sections: Vec<(&'static str, Value)>,
+}
+
+fn summary(summary: impl Into<String>) -> Described {
+    Described {
+        summary: summary.into(),
+        sections: vec![],
+    }
+}
+
+fn setting(summary: impl Into<String>, section: &'static str, fields: Value) -> Described {
+    Described {
+        summary: summary.into(),
+        sections: vec![(section, fields)],
+    }
+}
+
+pub fn describe(event: &RecordedEvent) -> Result<Described, serde_json::Error> {
+    Ok(match event.stream_type.as_str() {
+        AccountEvent::STREAM_TYPE => describe_account(decode(event)?)?,
+        UserEvent::STREAM_TYPE => describe_user(decode(event)?)?,
+        GroupEvent::STREAM_TYPE => describe_group(decode(event)?)?,
+        RosterEvent::STREAM_TYPE => describe_roster(decode(event)?),
+        EmailClaimEvent::STREAM_TYPE => match decode(event)? {
+            EmailClaimEvent::EmailClaimed { user_id } => {
+                summary(format!("Email address reserved for user {user_id}"))
+            }
+            EmailClaimEvent::EmailReleased { user_id } => {
+                summary(format!("Email address released by user {user_id}"))
+            }
+        },
+        other => summary(format!("{} on a {other} stream", event.event_type)),
+    })
+}
+
+fn describe_account(event: AccountEvent) -> Result<Described, serde_json::Error> {
+    Ok(match event {
+        AccountEvent::AccountOpened { company, general } => Described {
+            summary: format!("Account \"{}\" opened", company.name.as_str()),
+            sections: vec![
+                ("company", serde_json::to_value(&company)?),
+                ("general", serde_json::to_value(&general)?),
+            ],
+        },
+        AccountEvent::CompanyInformationChanged(company) => setting(
+            "Company information changed",
+            "company",
+            serde_json::to_value(&company)?,
+        ),
+        AccountEvent::GeneralInformationChanged(general) => setting(
+            "General information changed",
+            "general",
+            serde_json::to_value(&general)?,
+        ),
+    })
+}
+
+fn describe_user(event: UserEvent) -> Result<Described, serde_json::Error> {
+    Ok(match event {
+        UserEvent::UserRegistered(registration) => setting(
+            format!(
+                "User {} added as {}",
+                registration.email.as_str(),
+                registration.role.as_str()
+            ),
+            "user",
+            serde_json::to_value(&registration)?,
+        ),
+        UserEvent::ProfileChanged(profile) => {
+            setting("Profile changed", "user", serde_json::to_value(&profile)?)
+        }
+        UserEvent::EmailChanged { email } => setting(
+            format!("Email changed to {}", email.as_str()),
+            "user",
+            json!({ "email": email }),
+        ),
+        UserEvent::RoleChanged { role } => setting(
+            format!("Role changed to {}", role.as_str()),
+            "user",
+            json!({ "role": role }),
+        ),
+        UserEvent::GroupsChanged { groups } => {
+            setting("Groups changed", "user", json!({ "groups": groups }))
+        }
+        UserEvent::PasswordChanged { password_hash } => setting(
+            "Password changed; other sessions ended",
+            "user",
+            json!({ "password_hash": password_hash }),
+        ),
+        UserEvent::UserDeleted => summary("User deleted; their sessions ended"),
+        UserEvent::TotpSetupStarted { .. } => summary("Two-factor login setup started"),
+        UserEvent::TotpEnabled { .. } => setting(
+            "Two-factor login turned on; recovery codes issued",
+            "user",
+            json!({ "totp_enabled": true }),
+        ),
+        UserEvent::TotpDisabled {
+            reset_by_administrator,
+        } => setting(
+            match reset_by_administrator {
+                true => "Two-factor login reset by an administrator",
+                false => "Two-factor login turned off",
+            },
+            "user",
+            json!({ "totp_enabled": false }),
+        ),
+        UserEvent::LoggedIn { second_factor } => summary(match second_factor {
+            SecondFactor::None => "Logged in with a password",
+            SecondFactor::Totp { .. } => "Logged in with a password and an authenticator code",
+            SecondFactor::RecoveryCode { .. } => "Logged in with a password and a recovery code",
+        }),
+        UserEvent::LoginLockedOut { scope, until } => summary(format!(
+            "Login locked out {} until {} after repeated failures",
+            match scope {
+                LockoutScope::Client => "for this client",
+                LockoutScope::Account => "for every client not used lately",
+            },
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
+    })
+}
+
+fn describe_group(event: GroupEvent) -> Result<Described, serde_json::Error> {
+    Ok(match event {
+        GroupEvent::GroupCreated { settings, .. } => setting(
+            format!("Group \"{}\" created", settings.name.as_str()),
+            "group",
+            serde_json::to_value(&settings)?,
+        ),
+        GroupEvent::GroupChanged(settings) => setting(
+            format!("Group \"{}\" changed", settings.name.as_str()),
+            "group",
+            serde_json::to_value(&settings)?,
+        ),
+        GroupEvent::GroupDeleted => summary("Group deleted"),
+    })
+}
+
+fn describe_roster(event: RosterEvent) -> Described {
+    summary(match event {
+        RosterEvent::MemberJoined { user_id, role } => {
+            format!("User {user_id} joined the account as {}", role.as_str())
+        }
+        RosterEvent::MemberRoleChanged { user_id, role } => {
+            format!("User {user_id} is now {}", role.as_str())
+        }
+        RosterEvent::MemberLeft { user_id } => format!("User {user_id} left the account"),
+    })
+}

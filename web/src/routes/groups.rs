@@ -1,0 +1,345 @@
+//! Groups: a name and, per resource, `allow`, `deny` or unset. For administrators and users
+//! whose groups allow `users`; a `user` may neither change a group they belong to nor set a
+//! resource they are not allowed themselves.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::Response,
+};
+use serde::{Deserialize, Serialize};
+use switchyard_command::{
+    domain::{FieldError, GroupId, InvalidValue, Text, Validator},
+    group::{Group, GroupCommand, GroupSettings, LiveGroup},
+    handler::Loaded,
+    permissions::{Access, Permissions, Resource, touched},
+};
+use switchyard_projections::queries::{self, GroupRow};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    AppState,
+    auth::{Authorized, Caller, section},
+    error::{ApiError, ApiResult},
+    extract::{IfMatch, JsonBody, RequestContext},
+    paging::{PageQuery, page},
+    routes::users::with_etag,
+};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_groups, create_group))
+        .routes(routes!(get_group, patch_group, delete_group))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct GroupView {
+    id: String,
+    name: String,
+    /// `{resource: "allow" | "deny"}`; a resource left out is unset.
+    #[schema(value_type = Object)]
+    permissions: BTreeMap<String, String>,
+}
+
+fn permissions_view(permissions: &Permissions) -> BTreeMap<String, String> {
+    permissions
+        .iter()
+        .map(|(resource, access)| {
+            let access = match access {
+                Access::Allow => "allow",
+                Access::Deny => "deny",
+            };
+            (resource.as_str().to_owned(), access.to_owned())
+        })
+        .collect()
+}
+
+impl GroupView {
+    fn of_row(row: &GroupRow) -> ApiResult<Self> {
+        Ok(Self {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            permissions: permissions_view(&row.permissions().map_err(ApiError::internal)?),
+        })
+    }
+
+    fn of_group(id: GroupId, group: &LiveGroup) -> Self {
+        Self {
+            id: id.to_string(),
+            name: group.settings.name.as_str().to_owned(),
+            permissions: permissions_view(&group.settings.permissions),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct GroupPage {
+    items: Vec<GroupView>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    #[schema(min_length = 1, max_length = 100)]
+    name: Option<String>,
+    /// `{resource: "allow" | "deny"}`; `null` or a missing resource leaves it unset.
+    #[schema(value_type = Option<Object>)]
+    permissions: Option<BTreeMap<String, Option<String>>>,
+}
+
+fn parse_permissions(
+    v: &mut Validator,
+    raw: BTreeMap<String, Option<String>>,
+) -> Option<Permissions> {
+    let mut permissions = Permissions::new();
+    let mut valid = true;
+    for (resource, access) in raw {
+        let field = format!("permissions.{resource}");
+        let Some(resource) = v.field(
+            &field,
+            Resource::parse(&resource).ok_or_else(|| {
+                let known: Vec<&str> = Resource::ALL.iter().map(|r| r.as_str()).collect();
+                InvalidValue(format!("is not a resource; one of {}", known.join(", ")))
+            }),
+        ) else {
+            valid = false;
+            continue;
+        };
+        let access = match access.as_deref() {
+            None => continue,
+            Some("allow") => Access::Allow,
+            Some("deny") => Access::Deny,
+            Some(_) => {
+                v.field::<()>(
+                    &field,
+                    Err(InvalidValue("must be `allow`, `deny` or null".into())),
+                );
+                valid = false;
+                continue;
+            }
+        };
+        permissions.insert(resource, access);
+    }
+    valid.then_some(permissions)
+}
+
+impl GroupBody {
+    /// The settings this body asks for, over `current` (a PATCH leaves out what stays).
+    fn parse(self, current: Option<&GroupSettings>) -> Result<GroupSettings, Vec<FieldError>> {
+        let mut v = Validator::default();
+        let name = match (self.name, current) {
+            (Some(raw), _) => v.field("name", Text::parse(&raw, 1, 100)),
+            (None, Some(current)) => Some(current.name.clone()),
+            (None, None) => v.field::<Text>("name", Err(InvalidValue("is required".into()))),
+        };
+        let permissions = match (self.permissions, current) {
+            (Some(raw), _) => parse_permissions(&mut v, raw),
+            (None, Some(current)) => Some(current.permissions.clone()),
+            (None, None) => Some(Permissions::new()),
+        };
+        v.finish(|| {
+            Some(GroupSettings {
+                name: name?,
+                permissions: permissions?,
+            })
+        })
+    }
+}
+
+fn group_id(raw: &str) -> ApiResult<GroupId> {
+    GroupId::parse(raw).ok_or_else(|| ApiError::not_found("group"))
+}
+
+async fn load_group(state: &AppState, caller: &Caller, id: GroupId) -> ApiResult<LiveGroup> {
+    let loaded: Loaded<Group> = state.load(&id.stream_id()).await?;
+    loaded
+        .state
+        .live
+        .filter(|group| group.account_id == caller.account_id)
+        .ok_or_else(|| ApiError::not_found("group"))
+}
+
+/// A `user` may not change a group they are in, nor set resources they are not allowed.
+async fn check_delegation(
+    state: &AppState,
+    caller: &Caller,
+    id: Option<GroupId>,
+    before: &Permissions,
+    after: &Permissions,
+) -> ApiResult<()> {
+    if caller.is_administrator() {
+        return Ok(());
+    }
+    if let Some(id) = id {
+        let own = queries::grants_of(&state.db, caller.user_id).await?;
+        if own.iter().any(|grant| grant.id == id) {
+            return Err(ApiError::forbidden(
+                "you may not change a group you belong to",
+            ));
+        }
+    }
+    caller.require_delegable(touched(before, after))
+}
+
+async fn run(
+    state: &AppState,
+    caller: &Caller,
+    context: &RequestContext,
+    id: GroupId,
+    command: GroupCommand,
+) -> ApiResult<Loaded<Group>> {
+    let executed = state
+        .commands
+        .execute::<Group>(&id.stream_id(), command, &context.metadata_for(caller))
+        .await?;
+    state.caught_up(executed.position).await;
+    Ok(Loaded {
+        state: executed.state,
+        version: executed.version,
+    })
+}
+
+fn respond(status: StatusCode, id: GroupId, group: &Loaded<Group>) -> ApiResult<Response> {
+    let live = group
+        .state
+        .live
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("group"))?;
+    Ok(with_etag(
+        status,
+        live.version,
+        GroupView::of_group(id, live),
+    ))
+}
+
+/// The account's groups, oldest first.
+#[utoipa::path(get, path = "/v1/groups", params(PageQuery), responses(
+    (status = 200, body = GroupPage), (status = 401), (status = 403),
+))]
+async fn list_groups(
+    State(state): State<AppState>,
+    caller: Authorized<section::Users>,
+    Query(query): Query<PageQuery>,
+) -> ApiResult<Json<GroupPage>> {
+    let limit = query.limit()?;
+    let rows = queries::groups_page(
+        &state.db,
+        caller.account_id,
+        query.cursor.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    let (rows, next_cursor) = page(rows, limit, |row| row.id.clone());
+    Ok(Json(GroupPage {
+        items: rows
+            .iter()
+            .map(GroupView::of_row)
+            .collect::<ApiResult<_>>()?,
+        next_cursor,
+    }))
+}
+
+/// Create a group.
+#[utoipa::path(post, path = "/v1/groups", request_body = GroupBody, responses(
+    (status = 201, body = GroupView, headers(("ETag" = String))),
+    (status = 403, description = "Sets a resource the caller is not allowed"), (status = 422),
+))]
+async fn create_group(
+    State(state): State<AppState>,
+    caller: Authorized<section::Users>,
+    context: RequestContext,
+    JsonBody(body): JsonBody<GroupBody>,
+) -> ApiResult<Response> {
+    let settings = body.parse(None).map_err(ApiError::validation)?;
+    check_delegation(
+        &state,
+        &caller,
+        None,
+        &Permissions::new(),
+        &settings.permissions,
+    )
+    .await?;
+    let id = GroupId::new();
+    let command = GroupCommand::Create {
+        account_id: caller.account_id,
+        settings,
+    };
+    let group = run(&state, &caller, &context, id, command).await?;
+    respond(StatusCode::CREATED, id, &group)
+}
+
+/// One group.
+#[utoipa::path(get, path = "/v1/groups/{id}", responses(
+    (status = 200, body = GroupView, headers(("ETag" = String))), (status = 404),
+))]
+async fn get_group(
+    State(state): State<AppState>,
+    caller: Authorized<section::Users>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let row = queries::group(&state.db, caller.account_id, group_id(&id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("group"))?;
+    Ok(with_etag(
+        StatusCode::OK,
+        row.version,
+        GroupView::of_row(&row)?,
+    ))
+}
+
+/// Change a group's name or permissions; what is left out stays.
+#[utoipa::path(patch, path = "/v1/groups/{id}", request_body = GroupBody, responses(
+    (status = 200, body = GroupView, headers(("ETag" = String))),
+    (status = 403), (status = 404), (status = 412), (status = 422),
+))]
+async fn patch_group(
+    State(state): State<AppState>,
+    caller: Authorized<section::Users>,
+    context: RequestContext,
+    IfMatch(seen): IfMatch,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<GroupBody>,
+) -> ApiResult<Response> {
+    let id = group_id(&id)?;
+    let current = load_group(&state, &caller, id).await?;
+    let settings = body
+        .parse(Some(&current.settings))
+        .map_err(ApiError::validation)?;
+    let before = &current.settings.permissions;
+    check_delegation(&state, &caller, Some(id), before, &settings.permissions).await?;
+    let command = GroupCommand::Change {
+        account_id: caller.account_id,
+        settings,
+        seen,
+    };
+    let group = run(&state, &caller, &context, id, command).await?;
+    respond(StatusCode::OK, id, &group)
+}
+
+/// Delete a group; its members leave it.
+#[utoipa::path(delete, path = "/v1/groups/{id}", responses(
+    (status = 204), (status = 403), (status = 404), (status = 412),
+))]
+async fn delete_group(
+    State(state): State<AppState>,
+    caller: Authorized<section::Users>,
+    context: RequestContext,
+    IfMatch(seen): IfMatch,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = group_id(&id)?;
+    let current = load_group(&state, &caller, id).await?;
+    let before = &current.settings.permissions;
+    check_delegation(&state, &caller, Some(id), before, &Permissions::new()).await?;
+    let command = GroupCommand::Delete {
+        account_id: caller.account_id,
+        seen,
+    };
+    run(&state, &caller, &context, id, command).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
