@@ -15,7 +15,7 @@ use switchyard_command::{
     secrets::SecretKeyring,
 };
 use switchyard_projections::Projections;
-use switchyard_web::AppState;
+use switchyard_web::{AppState, throttle::LoginThrottle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -97,8 +97,13 @@ impl Service {
             .await
             .context("starting the event log")?;
         let projections = Projections::start(&log, shutdown.clone());
+        let state = AppState::new(log, projections, password_hasher(), Arc::new(secrets));
+        tokio::spawn(prune_login_throttle(
+            state.throttle.clone(),
+            shutdown.clone(),
+        ));
         Ok(Self {
-            state: AppState::new(log, projections, password_hasher(), Arc::new(secrets)),
+            state,
             shutdown,
             server: None,
         })
@@ -153,6 +158,24 @@ impl Service {
             server.await??;
         }
         Ok(())
+    }
+}
+
+/// How often forgotten login-throttle counters are deleted.
+const THROTTLE_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Keeps the login-throttle tables from growing with every email ever tried.
+async fn prune_login_throttle(throttle: LoginThrottle, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(THROTTLE_PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {
+                if let Err(error) = throttle.prune(chrono::Utc::now()).await {
+                    tracing::warn!(%error, "pruning the login throttle failed");
+                }
+            }
+        }
     }
 }
 

@@ -425,7 +425,9 @@ impl Aggregate for User {
                 return;
             }
             UserEvent::TotpSetupStarted { seed } => {
+                // Steps count per seed: the new seed's codes have never been used.
                 member.totp = Totp::Pending(seed);
+                member.last_totp_step = None;
                 return;
             }
             UserEvent::TotpEnabled {

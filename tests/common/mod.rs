@@ -2,7 +2,7 @@
 //! port 0 with a logged-in administrator.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 use switchyard::service::{AdminCredentials, Service, open_database};
 use switchyard_command::{Database, secrets::SecretKeyring};
@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 pub const POSTGRES_URL_VAR: &str = "SWITCHYARD_TEST_POSTGRES_URL";
 pub const ADMIN_EMAIL: &str = "admin@acme.example.com";
 pub const ADMIN_PASSWORD: &str = "a long enough password";
+/// The password of users the tests add.
+pub const USER_PASSWORD: &str = "correct horse battery staple";
 /// Opening an account appends the account, the administrator, their email claim and the
 /// account's roster.
 pub const OPENING_EVENTS: usize = 4;
@@ -106,6 +108,10 @@ impl TestApp {
     /// A fresh database, the service on port 0, the first account opened and its
     /// administrator logged in.
     pub async fn spawn(backend: Backend) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("error")
+            .try_init();
         let database = TestDatabase::new(backend).await;
         let mut service = Service::start(database.open().await, test_keyring())
             .await
@@ -166,6 +172,55 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// A request as the holder of `token`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// As the administrator: answers the status and the JSON body (`Null` if none).
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let response = self.send(method, path, &self.token, body).await;
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// Adds a user through the API; answers their id.
+    pub async fn add_user(&self, email: &str, role: &str, groups: &[&str]) -> String {
+        let body = json!({"name": email, "email": email, "password": USER_PASSWORD,
+                          "role": role, "groups": groups});
+        let (status, user) = self.admin(Method::POST, "/v1/users", Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "adding {email}: {user}");
+        user["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Adds a group through the API; answers its id.
+    pub async fn add_group(&self, name: &str, permissions: Value) -> String {
+        let body = json!({"name": name, "permissions": permissions});
+        let (status, group) = self.admin(Method::POST, "/v1/groups", Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "adding group {name}: {group}");
+        group["id"].as_str().unwrap().to_owned()
     }
 
     pub async fn audit(&self) -> Vec<Value> {

@@ -23,7 +23,8 @@ pub fn encode<E: EventCodec>(event: &E) -> NewEvent {
         Some(Value::String(event_type)) => event_type,
         _ => unreachable!("adjacently tagged enums carry a string tag"),
     };
-    let data = tagged.remove("data").unwrap_or(Value::Object(Map::new()));
+    // A unit variant has no content: stored as JSON `null`.
+    let data = tagged.remove("data").unwrap_or(Value::Null);
     NewEvent {
         event_id: Uuid::now_v7(),
         schema_version: current_schema_version(&event_type),
@@ -36,6 +37,8 @@ pub fn encode<E: EventCodec>(event: &E) -> NewEvent {
 pub fn decode<E: EventCodec>(event: &RecordedEvent) -> Result<E, serde_json::Error> {
     let mut tagged = Map::new();
     tagged.insert("type".into(), Value::String(event.event_type.clone()));
-    tagged.insert("data".into(), event.data.clone());
+    if !event.data.is_null() {
+        tagged.insert("data".into(), event.data.clone());
+    }
     serde_json::from_value(Value::Object(tagged))
 }

@@ -372,7 +372,6 @@ async fn create_user(
 ) -> ApiResult<Response> {
     let new = body.parse().map_err(ApiError::validation)?;
     let edit = UserEdit {
-        role: Some(new.role),
         groups: Some(new.groups.clone()),
         ..UserEdit::default()
     };
