@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 on_both_backends!(
     login_gives_a_token_and_logout_ends_it,
     wrong_password_and_unknown_email_get_the_same_answer,
-    every_endpoint_needs_a_session,
     company_information_round_trips_with_an_etag_and_is_audited,
     general_information_round_trips,
     invalid_values_are_refused_naming_each_field,
@@ -92,36 +91,6 @@ async fn wrong_password_and_unknown_email_get_the_same_answer(backend: Backend) 
         .unwrap();
     let unknown_body = expect_problem(unknown, StatusCode::UNAUTHORIZED).await;
     assert_eq!(wrong_body, unknown_body);
-}
-
-async fn every_endpoint_needs_a_session(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let endpoints = [
-        ("GET", "/v1/account/company"),
-        ("PUT", "/v1/account/company"),
-        ("GET", "/v1/account/general"),
-        ("PUT", "/v1/account/general"),
-        ("GET", "/v1/audit"),
-        ("DELETE", "/v1/sessions/current"),
-    ];
-    for (method, path) in endpoints {
-        for token in [None, Some("not-a-real-token")] {
-            let mut request = app
-                .client
-                .request(method.parse().unwrap(), app.url(path))
-                .json(&company("Mallory"));
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            let response = request.send().await.unwrap();
-            assert_eq!(
-                response.headers()["www-authenticate"],
-                "Bearer",
-                "{method} {path}"
-            );
-            expect_problem(response, StatusCode::UNAUTHORIZED).await;
-        }
-    }
 }
 
 async fn company_information_round_trips_with_an_etag_and_is_audited(backend: Backend) {

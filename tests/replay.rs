@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestApp, company};
+use common::{Backend, TestApp, USER_PASSWORD, company};
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Row;
 use switchyard::service::{AdminCredentials, create_account};
@@ -19,6 +20,8 @@ async fn dump(db: &Database) -> Vec<(String, Vec<String>)> {
     let tables = [
         ("account_config", "account_id, section"),
         ("users", "id"),
+        ("groups", "id"),
+        ("user_groups", "user_id, group_id"),
         ("audit_log", "position"),
         ("audit_sections", "stream_id, section"),
         ("projection_checkpoints", "projection"),
@@ -61,6 +64,23 @@ async fn a_rebuild_equals_the_live_read_models(backend: Backend) {
     app.put(
         "/v1/account/general",
         &json!({"currency": "EUR", "date_format": "DD/MM/YYYY", "login_alerts": true}),
+    )
+    .await;
+    // The team: groups, users in them, a deletion of each, a login.
+    let support = app.add_group("Support", json!({"cdr": "allow"})).await;
+    let gone = app.add_group("Gone", json!({"log": "deny"})).await;
+    app.add_user("bob@acme.example.com", "user", &[&support, &gone])
+        .await;
+    let carol = app.add_user("carol@acme.example.com", "user", &[]).await;
+    for path in [format!("/v1/groups/{gone}"), format!("/v1/users/{carol}")] {
+        let (status, _) = app.admin(Method::DELETE, &path, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{path}");
+    }
+    common::login(
+        &app.client,
+        &app.base,
+        "bob@acme.example.com",
+        USER_PASSWORD,
     )
     .await;
     let state = &app.service.state;

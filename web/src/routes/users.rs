@@ -430,8 +430,8 @@ async fn patch_user(
     JsonBody(body): JsonBody<UserPatch>,
 ) -> ApiResult<Response> {
     let id = user_id(&id)?;
-    let (mut edit, password) = body.parse().map_err(ApiError::validation)?;
     let loaded = load_member(&state, &caller, id).await?;
+    let (mut edit, password) = body.parse().map_err(ApiError::validation)?;
     let member = loaded
         .state
         .member
