@@ -22,6 +22,9 @@ on_both_backends!(
     two_factor_login_with_an_app_and_recovery_codes,
     repeated_failures_lock_the_login_out_and_are_audited,
     of_two_concurrent_group_edits_with_one_if_match_exactly_one_wins,
+    disabling_a_user_ends_their_sessions_and_refuses_their_login,
+    an_idle_session_expires,
+    malformed_and_oversized_user_bodies_are_refused,
 );
 
 async fn log_in(app: &TestApp, email: &str, password: &str) -> String {
@@ -648,4 +651,138 @@ async fn of_two_concurrent_group_edits_with_one_if_match_exactly_one_wins(backen
     let mut statuses = [first.unwrap().status(), second.unwrap().status()];
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::PRECONDITION_FAILED]);
+}
+
+async fn disabling_a_user_ends_their_sessions_and_refuses_their_login(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bob = app.add_user("bob@acme.example.com", "user", &[]).await;
+    let token = log_in(&app, "bob@acme.example.com", USER_PASSWORD).await;
+    let path = format!("/v1/users/{bob}");
+    let (status, user) = app
+        .admin(Method::PATCH, &path, Some(&json!({"enabled": false})))
+        .await;
+    assert_eq!((status, &user["enabled"]), (StatusCode::OK, &json!(false)));
+    assert_eq!(
+        as_user(&app, &token, Method::GET, "/v1/me", None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let credentials = json!({"email": "bob@acme.example.com", "password": USER_PASSWORD});
+    let refused = login_attempt(&app, credentials.clone()).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    let (_, me) = app.admin(Method::GET, "/v1/me", None).await;
+    let admin_path = format!("/v1/users/{}", me["id"].as_str().unwrap());
+    let (status, _) = app
+        .admin(Method::PATCH, &admin_path, Some(&json!({"enabled": false})))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the last administrator stays enabled"
+    );
+
+    let (status, user) = app
+        .admin(Method::PATCH, &path, Some(&json!({"enabled": true})))
+        .await;
+    assert_eq!((status, &user["enabled"]), (StatusCode::OK, &json!(true)));
+    assert_eq!(
+        login_attempt(&app, credentials).await.status(),
+        StatusCode::CREATED
+    );
+}
+
+async fn an_idle_session_expires(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let idle = log_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let db = app.database.open().await;
+    let ago = |minutes: i64| {
+        (chrono::Utc::now() - chrono::Duration::minutes(minutes))
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    };
+    // Every session but the idle one was last used 29 minutes ago, the idle one 31.
+    sqlx::query("UPDATE sessions SET last_used_at = $1")
+        .bind(ago(29))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let idle_hash = hex_sha256(&idle);
+    sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE token_hash = $2")
+        .bind(ago(31))
+        .bind(&idle_hash)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        as_user(&app, &idle, Method::GET, "/v1/me", None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/v1/me").await.status(),
+        StatusCode::OK,
+        "29 minutes is not idle"
+    );
+    let used: String =
+        sqlx::query_scalar("SELECT last_used_at FROM sessions WHERE token_hash <> $1")
+            .bind(&idle_hash)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        used > ago(1),
+        "using a session moves its idle timer: {used}"
+    );
+}
+
+fn hex_sha256(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+async fn malformed_and_oversized_user_bodies_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let post = |body: String| {
+        app.client
+            .post(app.url("/v1/users"))
+            .bearer_auth(&app.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    expect_problem(
+        post("{\"name\": ".into()).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let huge = json!({"name": "x".repeat(70 * 1024), "email": "a@b.example.com", "password": USER_PASSWORD});
+    expect_problem(
+        post(huge.to_string()).await.unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    let unknown = json!({"name": "Eve", "email": "eve@acme.example.com", "password": USER_PASSWORD, "admin": true});
+    let problem = expect_problem(
+        post(unknown.to_string()).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(problem_fields(&problem), ["admin"]);
+    let invalid = json!({"name": "", "email": "not an email", "password": "short",
+                         "role": "root", "groups": ["nope"], "phone": "12"});
+    let problem = expect_problem(
+        post(invalid.to_string()).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let mut fields = problem_fields(&problem);
+    fields.sort();
+    assert_eq!(
+        fields,
+        ["email", "groups[0]", "name", "password", "phone", "role"]
+    );
+    let (_, users) = app.admin(Method::GET, "/v1/users", None).await;
+    assert_eq!(
+        users["items"].as_array().unwrap().len(),
+        1,
+        "nothing was added"
+    );
 }

@@ -1,7 +1,8 @@
-//! The `Roster` aggregate: who belongs to an account and with which role. It exists to keep
-//! one invariant that spans users: an account always has an administrator. Adding, removing
-//! or re-roling a user appends to the roster in the same atomic append as to the user, so two
-//! concurrent demotions of the last two administrators cannot both succeed.
+//! The `Roster` aggregate: who belongs to an account, with which role, and whether enabled.
+//! It exists to keep one invariant that spans users: an account always has an enabled
+//! administrator. Adding, removing, re-roling or disabling a user appends to the roster in the
+//! same atomic append as to the user, so two concurrent demotions of the last two
+//! administrators cannot both succeed.
 
 use std::collections::BTreeMap;
 
@@ -24,15 +25,23 @@ pub enum RosterEvent {
     MemberJoined { user_id: UserId, role: Role },
     MemberRoleChanged { user_id: UserId, role: Role },
     MemberLeft { user_id: UserId },
+    MemberDisabled { user_id: UserId },
+    MemberEnabled { user_id: UserId },
 }
 
 impl EventCodec for RosterEvent {
     const STREAM_TYPE: &'static str = "roster";
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Membership {
+    role: Role,
+    enabled: bool,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Roster {
-    members: BTreeMap<UserId, Role>,
+    members: BTreeMap<UserId, Membership>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,19 +49,19 @@ pub enum RosterCommand {
     Join(UserId, Role),
     ChangeRole(UserId, Role),
     Leave(UserId),
+    Disable(UserId),
+    Enable(UserId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the account's last administrator cannot be removed or demoted")]
+#[error("the account's last administrator cannot be removed, demoted or disabled")]
 pub struct LastAdministrator;
 
 impl Roster {
     fn is_last_administrator(&self, user_id: UserId) -> bool {
-        let administrators = self
-            .members
-            .iter()
-            .filter(|(_, role)| **role == Role::Administrator);
-        self.members.get(&user_id) == Some(&Role::Administrator) && administrators.count() == 1
+        let active_administrator = |m: &Membership| m.role == Role::Administrator && m.enabled;
+        let administrators = self.members.values().filter(|m| active_administrator(m));
+        self.members.get(&user_id).is_some_and(active_administrator) && administrators.count() == 1
     }
 }
 
@@ -76,17 +85,38 @@ impl Aggregate for Roster {
                 }
                 vec![RosterEvent::MemberLeft { user_id }]
             }
+            RosterCommand::Disable(user_id) => {
+                if self.is_last_administrator(user_id) {
+                    return Err(LastAdministrator);
+                }
+                vec![RosterEvent::MemberDisabled { user_id }]
+            }
+            RosterCommand::Enable(user_id) => vec![RosterEvent::MemberEnabled { user_id }],
         })
     }
 
     fn evolve(&mut self, event: RosterEvent, _version: i64) {
         match event {
-            RosterEvent::MemberJoined { user_id, role }
-            | RosterEvent::MemberRoleChanged { user_id, role } => {
-                self.members.insert(user_id, role);
+            RosterEvent::MemberJoined { user_id, role } => {
+                let enabled = true;
+                self.members.insert(user_id, Membership { role, enabled });
+            }
+            RosterEvent::MemberRoleChanged { user_id, role } => {
+                let member = self.members.entry(user_id);
+                member
+                    .or_insert(Membership {
+                        role,
+                        enabled: true,
+                    })
+                    .role = role;
             }
             RosterEvent::MemberLeft { user_id } => {
                 self.members.remove(&user_id);
+            }
+            RosterEvent::MemberDisabled { user_id } | RosterEvent::MemberEnabled { user_id } => {
+                if let Some(member) = self.members.get_mut(&user_id) {
+                    member.enabled = matches!(event, RosterEvent::MemberEnabled { .. });
+                }
             }
         }
     }
@@ -116,9 +146,31 @@ mod tests {
         given::<Roster>(history.clone())
             .when(RosterCommand::Leave(ada))
             .then_error(LastAdministrator);
+        given::<Roster>(history.clone())
+            .when(RosterCommand::Disable(ada))
+            .then_error(LastAdministrator);
         given::<Roster>(history)
             .when(RosterCommand::Leave(bob))
             .then(vec![RosterEvent::MemberLeft { user_id: bob }]);
+    }
+
+    #[test]
+    fn a_disabled_administrator_does_not_count() {
+        let (ada, bob) = (UserId::new(), UserId::new());
+        let history = vec![
+            RosterEvent::MemberJoined {
+                user_id: ada,
+                role: Role::Administrator,
+            },
+            RosterEvent::MemberJoined {
+                user_id: bob,
+                role: Role::Administrator,
+            },
+            RosterEvent::MemberDisabled { user_id: bob },
+        ];
+        given::<Roster>(history)
+            .when(RosterCommand::ChangeRole(ada, Role::User))
+            .then_error(LastAdministrator);
     }
 
     #[test]

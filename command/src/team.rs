@@ -151,7 +151,8 @@ pub(crate) async fn add_user_changes(
     Ok(user.after(&events))
 }
 
-/// Edits a user; an email change moves the claim, a role change goes through the roster.
+/// Edits a user; an email change moves the claim, a role or enabled change goes through the
+/// roster.
 pub async fn edit_user(
     handler: &CommandHandler,
     account_id: AccountId,
@@ -190,6 +191,13 @@ pub async fn edit_user(
                 }
                 if before.role != now.role {
                     let change = RosterCommand::ChangeRole(user_id, now.role);
+                    roster(handler, &mut changes, account_id, change).await?;
+                }
+                if before.enabled != now.enabled {
+                    let change = match now.enabled {
+                        true => RosterCommand::Enable(user_id),
+                        false => RosterCommand::Disable(user_id),
+                    };
                     roster(handler, &mut changes, account_id, change).await?;
                 }
                 changes.add(stream, &user, &events);

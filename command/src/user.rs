@@ -102,6 +102,9 @@ pub enum UserEvent {
         password_hash: String,
     },
     UserDeleted,
+    /// Logins are refused and the user's sessions end, until enabled again.
+    UserDisabled,
+    UserEnabled,
     TotpSetupStarted {
         /// The seed, sealed with the secrets keyring.
         seed: EncryptedSecret,
@@ -146,6 +149,7 @@ pub struct Member {
     pub profile: Profile,
     pub role: Role,
     pub groups: BTreeSet<GroupId>,
+    pub enabled: bool,
     pub password_hash: String,
     pub totp: Totp,
     /// The last TOTP step accepted: no code of that step or earlier works again.
@@ -172,6 +176,7 @@ pub struct UserEdit {
     pub email: Option<EmailAddress>,
     pub role: Option<Role>,
     pub groups: Option<BTreeSet<GroupId>>,
+    pub enabled: Option<bool>,
     /// A new password's hash, set by someone who manages users.
     pub password_hash: Option<String>,
 }
@@ -236,6 +241,8 @@ pub enum UserError {
     SecondFactorRequired,
     #[error("the code is wrong, expired or already used")]
     SecondFactorRejected,
+    #[error("the user is disabled")]
+    Disabled,
 }
 
 impl User {
@@ -283,6 +290,11 @@ fn edit_events(member: &Member, edit: UserEdit) -> Vec<UserEvent> {
     }
     if let Some(groups) = edit.groups.filter(|g| *g != member.groups) {
         events.push(UserEvent::GroupsChanged { groups });
+    }
+    match edit.enabled {
+        Some(false) if member.enabled => events.push(UserEvent::UserDisabled),
+        Some(true) if !member.enabled => events.push(UserEvent::UserEnabled),
+        _ => {}
     }
     if let Some(password_hash) = edit.password_hash {
         events.push(UserEvent::PasswordChanged { password_hash });
@@ -375,6 +387,9 @@ impl Aggregate for User {
             }
             C::RecordLogin { second_factor } => {
                 let member = self.live()?;
+                if !member.enabled {
+                    return Err(UserError::Disabled);
+                }
                 let totp_on = matches!(member.totp, Totp::On(_));
                 verify_second_factor(member, &second_factor, totp_on)?;
                 Ok(vec![UserEvent::LoggedIn { second_factor }])
@@ -399,6 +414,7 @@ impl Aggregate for User {
                 },
                 role: registration.role,
                 groups: registration.groups,
+                enabled: true,
                 password_hash: registration.password_hash,
                 totp: Totp::Off,
                 last_totp_step: None,
@@ -424,6 +440,8 @@ impl Aggregate for User {
                 self.member = None;
                 return;
             }
+            UserEvent::UserDisabled => member.enabled = false,
+            UserEvent::UserEnabled => member.enabled = true,
             UserEvent::TotpSetupStarted { seed } => {
                 // Steps count per seed: the new seed's codes have never been used.
                 member.totp = Totp::Pending(seed);
@@ -624,6 +642,28 @@ mod tests {
                 seen: 1,
                 current: 3,
             });
+    }
+
+    #[test]
+    fn a_disabled_user_cannot_log_in_until_enabled() {
+        let account_id = AccountId::new();
+        let disabled = vec![
+            UserEvent::UserRegistered(registration(account_id)),
+            UserEvent::UserDisabled,
+        ];
+        let login = || UserCommand::RecordLogin {
+            second_factor: SecondFactor::None,
+        };
+        given::<User>(disabled.clone())
+            .when(login())
+            .then_error(UserError::Disabled);
+        let mut enabled = disabled;
+        enabled.push(UserEvent::UserEnabled);
+        given::<User>(enabled)
+            .when(login())
+            .then(vec![UserEvent::LoggedIn {
+                second_factor: SecondFactor::None,
+            }]);
     }
 
     #[test]

@@ -9,6 +9,8 @@ ALTER TABLE users ADD COLUMN totp_enabled BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN last_login_at TEXT;
 -- Deleted users stay, so the audit log can still name who did what.
 ALTER TABLE users ADD COLUMN deleted_at TEXT;
+-- A disabled user cannot log in; their sessions ended when they were disabled.
+ALTER TABLE users ADD COLUMN disabled_at TEXT;
 
 CREATE TABLE groups (
     id          TEXT   PRIMARY KEY,
@@ -31,3 +33,5 @@ CREATE INDEX user_groups_by_group ON user_groups (group_id);
 DELETE FROM sessions;
 ALTER TABLE sessions ADD COLUMN id TEXT;
 CREATE UNIQUE INDEX sessions_by_id ON sessions (id);
+-- For the idle timeout: moved forward at most once a minute while the session is used.
+ALTER TABLE sessions ADD COLUMN last_used_at TEXT;

@@ -1,6 +1,6 @@
 //! Users and groups of every account: for login, the user and group lists, and the
 //! permission check on every request. It also ends sessions when the log says so (a password
-//! or two-factor change ends the user's other sessions; a deletion ends all of them).
+//! or two-factor change ends the user's other sessions; disabling or deleting ends all).
 
 use std::collections::HashMap;
 
@@ -195,6 +195,28 @@ async fn apply_user_event(
             ] {
                 run(conn, sql, &[text(user_id)]).await?;
             }
+        }
+        UserEvent::UserDisabled => {
+            run(
+                conn,
+                "UPDATE users SET disabled_at = $1, version = $2 WHERE id = $3",
+                &[text(&timestamp(event)), version, text(user_id)],
+            )
+            .await?;
+            run(
+                conn,
+                "DELETE FROM sessions WHERE user_id = $1",
+                &[text(user_id)],
+            )
+            .await?;
+        }
+        UserEvent::UserEnabled => {
+            run(
+                conn,
+                "UPDATE users SET disabled_at = NULL, version = $1 WHERE id = $2",
+                &[version, text(user_id)],
+            )
+            .await?;
         }
         UserEvent::LoggedIn { .. } => {
             logins.insert(user_id.to_owned(), timestamp(event));

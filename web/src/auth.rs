@@ -29,8 +29,13 @@ use uuid::Uuid;
 use crate::{AppState, error::ApiError};
 
 pub const SESSION_COOKIE: &str = "switchyard_session";
-/// A session ends this long after login, whatever happens.
+/// A session ends this long after login, whatever happens (OWASP ASVS 7.3: 12 hours) …
 pub const SESSION_LIFETIME: Duration = Duration::hours(12);
+/// … or after this long unused (ASVS 7.3: 30 minutes).
+pub const SESSION_IDLE_TIMEOUT: Duration = Duration::minutes(30);
+/// How stale `last_used_at` may get before a request moves it: one write a minute, not one
+/// per request.
+const LAST_USED_RESOLUTION: Duration = Duration::minutes(1);
 
 /// The user a request acts for, within their account, and what they may do.
 #[derive(Debug, Clone)]
@@ -143,8 +148,8 @@ pub async fn create_session(
     let now = Utc::now();
     let expires_at = now + SESSION_LIFETIME;
     sqlx::query(
-        "INSERT INTO sessions (id, token_hash, user_id, account_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO sessions (id, token_hash, user_id, account_id, created_at, expires_at, \
+         last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $5)",
     )
     .bind(Uuid::now_v7().to_string())
     .bind(hash_token(&token))
@@ -155,6 +160,15 @@ pub async fn create_session(
     .execute(&db.pool)
     .await?;
     Ok(NewSession { token, expires_at })
+}
+
+async fn touch_session(db: &Database, id: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
+        .bind(timestamp(now))
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
 }
 
 pub async fn end_session(db: &Database, caller: &Caller) -> Result<(), sqlx::Error> {
@@ -231,10 +245,14 @@ impl FromRequestParts<AppState> for Caller {
             }
         };
         let token_hash = hash_token(&token);
-        let now = timestamp(Utc::now());
-        let session = queries::session_user(&state.db, &token_hash, &now)
+        let now = Utc::now();
+        let idle_since = timestamp(now - SESSION_IDLE_TIMEOUT);
+        let session = queries::session_user(&state.db, &token_hash, &timestamp(now), &idle_since)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
+        if session.last_used_at < timestamp(now - LAST_USED_RESOLUTION) {
+            touch_session(&state.db, &session.session_id, now).await?;
+        }
         let invalid = |what: &str| ApiError::internal(format!("session row has an invalid {what}"));
         let role = Role::parse(&session.role).ok_or_else(|| invalid("role"))?;
         Ok(Self {

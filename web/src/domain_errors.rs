@@ -31,6 +31,9 @@ impl DomainError for UserError {
                 ApiError::precondition_failed(format!("If-Match is stale: {self}"))
             }
             UserError::SecondFactorRejected => ApiError::invalid_field("code", self.to_string()),
+            UserError::Disabled => {
+                ApiError::forbidden("this user is disabled; ask an administrator")
+            }
             UserError::AlreadyRegistered
             | UserError::TotpAlreadyOn
             | UserError::TotpNotPending

@@ -106,6 +106,12 @@ fn describe_user(event: UserEvent) -> Result<Described, serde_json::Error> {
             json!({ "password_hash": password_hash }),
         ),
         UserEvent::UserDeleted => summary("User deleted; their sessions ended"),
+        UserEvent::UserDisabled => setting(
+            "User disabled; their sessions ended",
+            "user",
+            json!({ "enabled": false }),
+        ),
+        UserEvent::UserEnabled => setting("User enabled", "user", json!({ "enabled": true })),
         UserEvent::TotpSetupStarted { .. } => summary("Two-factor login setup started"),
         UserEvent::TotpEnabled { .. } => setting(
             "Two-factor login turned on; recovery codes issued",
@@ -163,5 +169,7 @@ fn describe_roster(event: RosterEvent) -> Described {
             format!("User {user_id} is now {}", role.as_str())
         }
         RosterEvent::MemberLeft { user_id } => format!("User {user_id} left the account"),
+        RosterEvent::MemberDisabled { user_id } => format!("User {user_id} disabled"),
+        RosterEvent::MemberEnabled { user_id } => format!("User {user_id} enabled"),
     })
 }

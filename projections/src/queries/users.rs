@@ -24,10 +24,11 @@ pub struct UserRow {
     pub totp_enabled: i64,
     pub version: i64,
     pub last_login_at: Option<String>,
+    pub disabled_at: Option<String>,
 }
 
 const USER_COLUMNS: &str = "id, account_id, email, name, role, password_hash, phone, mobile, \
-                            totp_enabled, version, last_login_at";
+                            totp_enabled, version, last_login_at, disabled_at";
 
 /// For login: emails are unique across the installation.
 pub async fn user_by_email(
@@ -181,28 +182,33 @@ pub async fn grants_of(db: &Database, user: UserId) -> Result<Vec<GroupGrant>, s
 #[derive(Debug, Clone)]
 pub struct SessionUser {
     pub session_id: String,
+    pub last_used_at: String,
     pub user_id: String,
     pub account_id: String,
     pub role: String,
     pub grants: Vec<GroupGrant>,
 }
 
+/// The session with `token_hash`, unless it expired (`now`) or went unused since `idle_since`.
 pub async fn session_user(
     db: &Database,
     token_hash: &str,
     now: &str,
+    idle_since: &str,
 ) -> Result<Option<SessionUser>, sqlx::Error> {
     // One row per group (or one with NULL group columns): one query for the whole check.
     let rows = sqlx::query(
-        "SELECT s.id, u.id, u.account_id, u.role, g.id, g.name, g.permissions \
+        "SELECT s.id, u.id, u.account_id, u.role, g.id, g.name, g.permissions, s.last_used_at \
          FROM sessions s \
-         JOIN users u ON u.id = s.user_id AND u.account_id = s.account_id AND u.deleted_at IS NULL \
+         JOIN users u ON u.id = s.user_id AND u.account_id = s.account_id \
+                      AND u.deleted_at IS NULL AND u.disabled_at IS NULL \
          LEFT JOIN user_groups ug ON ug.user_id = u.id \
          LEFT JOIN groups g ON g.id = ug.group_id \
-         WHERE s.token_hash = $1 AND s.expires_at > $2",
+         WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.last_used_at > $3",
     )
     .bind(token_hash)
     .bind(now)
+    .bind(idle_since)
     .fetch_all(&db.pool)
     .await?;
     let Some(first) = rows.first() else {
@@ -216,6 +222,7 @@ pub async fn session_user(
     }
     Ok(Some(SessionUser {
         session_id: first.try_get(0)?,
+        last_used_at: first.try_get(7)?,
         user_id: first.try_get(1)?,
         account_id: first.try_get(2)?,
         role: first.try_get(3)?,

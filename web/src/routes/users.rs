@@ -56,6 +56,8 @@ pub struct UserView {
     role: String,
     /// Ids of the groups the user belongs to.
     groups: Vec<String>,
+    /// A disabled user cannot log in.
+    enabled: bool,
     totp_enabled: bool,
 }
 
@@ -73,6 +75,7 @@ impl UserView {
                 .map(|p| p.as_str().to_owned()),
             role: member.role.as_str().to_owned(),
             groups: member.groups.iter().map(ToString::to_string).collect(),
+            enabled: member.enabled,
             totp_enabled: matches!(member.totp, switchyard_command::user::Totp::On(_)),
         }
     }
@@ -86,6 +89,7 @@ impl UserView {
             mobile: row.user.mobile,
             role: row.user.role,
             groups: row.groups,
+            enabled: row.user.disabled_at.is_none(),
             totp_enabled: row.user.totp_enabled != 0,
         }
     }
@@ -222,6 +226,8 @@ struct UserPatch {
     password: Option<String>,
     role: Option<String>,
     groups: Option<Vec<String>>,
+    /// `false` disables the user: they cannot log in and their sessions end.
+    enabled: Option<bool>,
     /// `null` or `""` clears it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
@@ -255,6 +261,7 @@ impl UserPatch {
                 groups: groups?,
                 phone: phone?,
                 mobile: mobile?,
+                enabled: self.enabled,
                 password_hash: None,
             };
             let password = password.map(|p| p.ok_or(())).transpose().ok()?;
