@@ -1,4 +1,4 @@
-//! `switchyard bench`: command throughput through the real command path (load, decide,
+//! `switchyard bench log`: command throughput through the real command path (load, decide,
 //! group-committed append) with concurrent callers, then a full rebuild of the read models.
 
 use std::{
@@ -21,8 +21,10 @@ use switchyard_command::{
 };
 use switchyard_projections::replay;
 
+use super::peak_rss_kib;
+
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchOptions {
+pub struct Options {
     /// Configuration changes to run.
     #[arg(long, default_value_t = 100_000)]
     pub commands: usize,
@@ -35,7 +37,7 @@ pub struct BenchOptions {
 }
 
 #[derive(Debug)]
-pub struct BenchReport {
+pub struct Report {
     pub commands: usize,
     pub command_time: Duration,
     pub events_rebuilt: i64,
@@ -43,7 +45,7 @@ pub struct BenchReport {
     pub peak_rss_kib: Option<u64>,
 }
 
-impl BenchReport {
+impl Report {
     pub fn commands_per_second(&self) -> f64 {
         self.commands as f64 / self.command_time.as_secs_f64()
     }
@@ -54,7 +56,7 @@ impl BenchReport {
 }
 
 /// Runs on an empty, migrated database.
-pub async fn run(db: Database, options: &BenchOptions) -> anyhow::Result<BenchReport> {
+pub async fn run(db: Database, options: &Options) -> anyhow::Result<Report> {
     anyhow::ensure!(
         options.accounts > 0 && options.callers > 0,
         "need accounts and callers"
@@ -104,7 +106,7 @@ pub async fn run(db: Database, options: &BenchOptions) -> anyhow::Result<BenchRe
     let started = Instant::now();
     replay::rebuild_all(&db, |_| {}).await?;
     let rebuild_time = started.elapsed();
-    Ok(BenchReport {
+    Ok(Report {
         commands: options.commands,
         command_time,
         events_rebuilt: log.head_position().await?,
@@ -132,13 +134,4 @@ async fn open_accounts(handler: &CommandHandler, count: usize) -> anyhow::Result
         accounts.push(opened.account_id);
     }
     Ok(accounts)
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`).
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
