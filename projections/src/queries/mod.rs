@@ -84,7 +84,7 @@ pub async fn audit(
            AND ($4 IS NULL OR a.stream_id = $4) \
            AND ($5 IS NULL OR a.recorded_at >= $5) \
            AND ($6 IS NULL OR a.recorded_at < $6) \
-           AND ($7 IS NULL OR a.position < $7) \
+           AND a.position < COALESCE($7, 9223372036854775807) \
          ORDER BY a.position DESC LIMIT $8",
     )
     .bind(account.to_string())

@@ -70,6 +70,9 @@ pub async fn user(
 }
 
 /// The account's users in id order (which is creation order), after `after`.
+///
+/// The cursor is a plain range (`id > COALESCE(…)`), not `$2 IS NULL OR id > $2`: PostgreSQL
+/// plans the latter as a filter, scanning every earlier row for each page.
 pub async fn users_page(
     db: &Database,
     account: AccountId,
@@ -78,7 +81,7 @@ pub async fn users_page(
 ) -> Result<Vec<UserWithGroups>, sqlx::Error> {
     let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {USER_COLUMNS} FROM users \
-         WHERE account_id = $1 AND deleted_at IS NULL AND ($2 IS NULL OR id > $2) \
+         WHERE account_id = $1 AND deleted_at IS NULL AND id > COALESCE($2, '') \
          ORDER BY id LIMIT $3"
     )))
     .bind(account.to_string())
@@ -157,7 +160,7 @@ pub async fn groups_page(
 ) -> Result<Vec<GroupRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, name, permissions, version FROM groups \
-         WHERE account_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+         WHERE account_id = $1 AND id > COALESCE($2, '') ORDER BY id LIMIT $3",
     )
     .bind(account.to_string())
     .bind(after)
