@@ -25,6 +25,7 @@ on_both_backends!(
     disabling_a_user_ends_their_sessions_and_refuses_their_login,
     an_idle_session_expires,
     malformed_and_oversized_user_bodies_are_refused,
+    changing_your_own_email_needs_your_password,
 );
 
 async fn log_in(app: &TestApp, email: &str, password: &str) -> String {
@@ -785,4 +786,54 @@ async fn malformed_and_oversized_user_bodies_are_refused(backend: Backend) {
         1,
         "nothing was added"
     );
+}
+
+async fn changing_your_own_email_needs_your_password(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.add_user("bob@acme.example.com", "user", &[]).await;
+    let token = log_in(&app, "bob@acme.example.com", USER_PASSWORD).await;
+    let me = |extra: Value| {
+        let mut body = json!({"name": "Bob", "email": "robert@acme.example.com",
+                              "mobile": "+44 7700 900123"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (extra, why) in [
+        (json!({}), "no current password"),
+        (
+            json!({"current_password": "not my password"}),
+            "a wrong one",
+        ),
+    ] {
+        let response = app
+            .send(Method::PUT, "/v1/me", &token, Some(&me(extra)))
+            .await;
+        let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(problem_fields(&problem), ["current_password"], "{why}");
+    }
+    let response = app
+        .send(
+            Method::PUT,
+            "/v1/me",
+            &token,
+            Some(&me(json!({"current_password": USER_PASSWORD}))),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let updated: Value = response.json().await.unwrap();
+    assert_eq!(updated["email"], "robert@acme.example.com");
+    assert_eq!(updated["mobile"], "+447700900123");
+    log_in(&app, "robert@acme.example.com", USER_PASSWORD).await;
+    let old = login_attempt(
+        &app,
+        json!({"email": "bob@acme.example.com", "password": USER_PASSWORD}),
+    )
+    .await;
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    // A name change alone needs no password.
+    let rename = json!({"name": "Robert", "email": "robert@acme.example.com"});
+    let response = app.send(Method::PUT, "/v1/me", &token, Some(&rename)).await;
+    assert_eq!(response.status(), StatusCode::OK);
 }

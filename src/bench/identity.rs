@@ -128,8 +128,11 @@ pub async fn run(
     let permission_evaluation = time_permission_evaluation(&groups);
     let admin_token = login(&client, &base, ADMIN_EMAIL).await?;
     let mut paging = Vec::new();
+    // Every user added, and the administrator.
+    let account_users = options.users + 1;
     for page_size in [50, 500] {
-        let (pages, time) = time_paging(&client, &base, &admin_token, page_size).await?;
+        let (pages, time) =
+            time_paging(&client, &base, &admin_token, page_size, account_users).await?;
         paging.push((page_size, pages, time));
     }
     service.shutdown().await?;
@@ -282,12 +285,14 @@ fn time_permission_evaluation(groups: &[GroupId]) -> Duration {
     started.elapsed() / ROUNDS
 }
 
-/// Pages through `GET /v1/users`; answers the pages read and the time.
+/// Pages through `GET /v1/users`, expecting `expected` users; answers the pages read and
+/// the time.
 async fn time_paging(
     client: &reqwest::Client,
     base: &str,
     token: &str,
     limit: usize,
+    expected: usize,
 ) -> anyhow::Result<(usize, Duration)> {
     let started = Instant::now();
     let (mut pages, mut seen) = (0, BTreeSet::new());
@@ -313,6 +318,10 @@ async fn time_paging(
             None => break,
         }
     }
-    anyhow::ensure!(seen.len() > limit, "paged through every user");
+    anyhow::ensure!(
+        seen.len() == expected,
+        "paging showed {} of {expected} users",
+        seen.len()
+    );
     Ok((pages, started.elapsed()))
 }
