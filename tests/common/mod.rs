@@ -1,6 +1,8 @@
 //! Test support: a fresh database per test on either backend, and the service spawned on
 //! port 0 with a logged-in administrator.
 #![allow(dead_code)] // each test binary uses a different part of this module
+pub mod sms_fake;
+pub mod smtp_server;
 
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
@@ -249,6 +251,14 @@ pub async fn expect_problem(response: Response, status: StatusCode) -> Value {
         "application/problem+json"
     );
     response.json().await.unwrap()
+}
+
+/// Asserts a 422 validation problem; answers the fields it names, sorted.
+pub async fn expect_invalid_fields(response: Response) -> Vec<String> {
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let mut fields = problem_fields(&problem);
+    fields.sort();
+    fields
 }
 
 /// The fields a validation problem names.
