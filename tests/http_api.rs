@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{Backend, TestApp, company, expect_problem, login, problem_fields};
+use common::{
+    Backend, TestApp, company, expect_invalid_fields, expect_problem, login, problem_fields,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -181,24 +183,12 @@ async fn invalid_values_are_refused_naming_each_field(backend: Backend) {
     bad_company["email"] = json!("not-an-email");
     bad_company["name"] = json!("   ");
     bad_company["post_code"] = json!("x".repeat(21));
-    let problem = expect_problem(
-        app.put("/v1/account/company", &bad_company).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
-    let mut fields = problem_fields(&problem);
-    fields.sort();
+    let fields = expect_invalid_fields(app.put("/v1/account/company", &bad_company).await).await;
     assert_eq!(fields, ["country", "email", "name", "post_code"]);
 
     let bad_general = json!({"currency": "EURO", "date_format": "YYYY/MM/DD", "phone": "0207 123 4567",
                              "mobile": "+0123", "login_alerts": false});
-    let problem = expect_problem(
-        app.put("/v1/account/general", &bad_general).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
-    let mut fields = problem_fields(&problem);
-    fields.sort();
+    let fields = expect_invalid_fields(app.put("/v1/account/general", &bad_general).await).await;
     assert_eq!(fields, ["currency", "date_format", "mobile", "phone"]);
     // Nothing was written.
     let current: Value = app.get("/v1/account/company").await.json().await.unwrap();

@@ -66,6 +66,12 @@ async fn a_rebuild_equals_the_live_read_models(backend: Backend) {
         &json!({"currency": "EUR", "date_format": "DD/MM/YYYY", "login_alerts": true}),
     )
     .await;
+    let smtp = json!({"from_address": "noc@acme.example.com", "host": "smtp.example.com",
+                      "port": 465, "security": "tls", "password": "secret"});
+    assert_eq!(
+        app.put("/v1/account/smtp", &smtp).await.status(),
+        StatusCode::OK
+    );
     // The team: groups, users in them, a deletion of each, a login.
     let support = app.add_group("Support", json!({"cdr": "allow"})).await;
     let gone = app.add_group("Gone", json!({"log": "deny"})).await;

@@ -6,6 +6,7 @@ use crate::{
     domain::{CountryCode, CurrencyCode, DateFormat, EmailAddress, PhoneNumber, Text},
     event_log::EventCodec,
     handler::Aggregate,
+    seen::{SeenVersion, Stale, check_seen},
 };
 
 /// The company information screen.
@@ -76,10 +77,6 @@ impl EventCodec for AccountEvent {
     const STREAM_TYPE: &'static str = "account";
 }
 
-/// An optimistic-concurrency guard on one section: the version the client last saw (its
-/// `If-Match`), or `None` to overwrite whatever is there.
-pub type SeenVersion = Option<i64>;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountCommand {
     Open {
@@ -98,6 +95,12 @@ pub enum AccountError {
     AlreadyOpened,
     #[error("the section changed since version {seen}; it is at version {current}")]
     SectionChanged { seen: i64, current: i64 },
+}
+
+impl From<Stale> for AccountError {
+    fn from(Stale { seen, current }: Stale) -> Self {
+        Self::SectionChanged { seen, current }
+    }
 }
 
 /// A configuration section with the stream version of the event that last set it.
@@ -127,14 +130,7 @@ fn change<T: PartialEq>(
     seen: SeenVersion,
     event: impl FnOnce(T) -> AccountEvent,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    if let Some(seen) = seen
-        && seen != current.version
-    {
-        return Err(AccountError::SectionChanged {
-            seen,
-            current: current.version,
-        });
-    }
+    check_seen(seen, current.version)?;
     Ok(if current.value == new {
         Vec::new()
     } else {

@@ -7,6 +7,7 @@ use crate::{
     event_log::EventCodec,
     handler::Aggregate,
     permissions::Permissions,
+    seen::{SeenVersion, Stale, check_seen},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,12 +57,11 @@ pub enum GroupCommand {
     Change {
         account_id: AccountId,
         settings: GroupSettings,
-        /// The version the client last saw (`If-Match`), if it sent one.
-        seen: Option<i64>,
+        seen: SeenVersion,
     },
     Delete {
         account_id: AccountId,
-        seen: Option<i64>,
+        seen: SeenVersion,
     },
 }
 
@@ -84,13 +84,9 @@ impl Group {
     }
 }
 
-fn check_seen(group: &LiveGroup, seen: Option<i64>) -> Result<(), GroupError> {
-    match seen {
-        Some(seen) if seen != group.version => Err(GroupError::Changed {
-            seen,
-            current: group.version,
-        }),
-        _ => Ok(()),
+impl From<Stale> for GroupError {
+    fn from(Stale { seen, current }: Stale) -> Self {
+        Self::Changed { seen, current }
     }
 }
 
@@ -117,7 +113,7 @@ impl Aggregate for Group {
                 seen,
             } => {
                 let group = self.in_account(account_id)?;
-                check_seen(group, seen)?;
+                check_seen(seen, group.version)?;
                 Ok(if group.settings == settings {
                     vec![]
                 } else {
@@ -125,7 +121,7 @@ impl Aggregate for Group {
                 })
             }
             GroupCommand::Delete { account_id, seen } => {
-                check_seen(self.in_account(account_id)?, seen)?;
+                check_seen(seen, self.in_account(account_id)?.version)?;
                 Ok(vec![GroupEvent::GroupDeleted])
             }
         }

@@ -3,6 +3,7 @@
 //! [`event_log::EventLog`].
 
 pub mod account;
+pub mod channels;
 pub mod db;
 pub mod domain;
 pub mod event_log;
@@ -13,6 +14,7 @@ pub mod password;
 pub mod permissions;
 pub mod roster;
 pub mod secrets;
+pub mod seen;
 pub mod team;
 pub mod totp;
 pub mod user;

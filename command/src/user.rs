@@ -14,6 +14,7 @@ use crate::{
     event_log::EventCodec,
     handler::Aggregate,
     secrets::EncryptedSecret,
+    seen::{SeenVersion, Stale, check_seen},
     totp::RecoveryCodeHash,
 };
 
@@ -188,8 +189,7 @@ pub enum UserCommand {
     Edit {
         account_id: AccountId,
         edit: UserEdit,
-        /// The version the client last saw (`If-Match`), if it sent one.
-        seen: Option<i64>,
+        seen: SeenVersion,
     },
     ChangePassword {
         account_id: AccountId,
@@ -197,7 +197,7 @@ pub enum UserCommand {
     },
     Delete {
         account_id: AccountId,
-        seen: Option<i64>,
+        seen: SeenVersion,
     },
     StartTotpSetup {
         account_id: AccountId,
@@ -258,13 +258,9 @@ impl User {
     }
 }
 
-fn check_seen(member: &Member, seen: Option<i64>) -> Result<(), UserError> {
-    match seen {
-        Some(seen) if seen != member.version => Err(UserError::Changed {
-            seen,
-            current: member.version,
-        }),
-        _ => Ok(()),
+impl From<Stale> for UserError {
+    fn from(Stale { seen, current }: Stale) -> Self {
+        Self::Changed { seen, current }
     }
 }
 
@@ -337,7 +333,7 @@ impl Aggregate for User {
                 seen,
             } => {
                 let member = self.member_of(account_id)?;
-                check_seen(member, seen)?;
+                check_seen(seen, member.version)?;
                 Ok(edit_events(member, edit))
             }
             C::ChangePassword {
@@ -348,7 +344,7 @@ impl Aggregate for User {
                 Ok(vec![UserEvent::PasswordChanged { password_hash }])
             }
             C::Delete { account_id, seen } => {
-                check_seen(self.member_of(account_id)?, seen)?;
+                check_seen(seen, self.member_of(account_id)?.version)?;
                 Ok(vec![UserEvent::UserDeleted])
             }
             C::StartTotpSetup { account_id, seed } => match self.member_of(account_id)?.totp {

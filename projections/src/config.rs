@@ -1,5 +1,7 @@
 //! Account configuration: one JSON document per account and section, with the stream version
-//! that last set it (the section's ETag).
+//! that last set it (the section's ETag). Sections come from the account stream (company,
+//! general) and the channels stream (smtp, sms); secrets are not copied here, only whether
+//! one is set.
 
 use std::collections::HashMap;
 
@@ -8,6 +10,7 @@ use serde::Serialize;
 use sqlx::AnyConnection;
 use switchyard_command::{
     account::AccountEvent,
+    channels::ChannelsEvent,
     event_log::{EventCodec, RecordedEvent, decode},
 };
 
@@ -21,6 +24,18 @@ pub struct ConfigProjection;
 /// Section names, shared with the web layer that reads them.
 pub const COMPANY_SECTION: &str = "company";
 pub const GENERAL_SECTION: &str = "general";
+pub const SMTP_SECTION: &str = "smtp";
+pub const SMS_SECTION: &str = "sms";
+
+/// The section as readers see it: a write-only secret becomes `<name>_set: bool`.
+pub fn without_secret(value: &impl Serialize, secret: &str) -> serde_json::Value {
+    let mut value = serde_json::to_value(value).expect("settings serialize");
+    if let Some(fields) = value.as_object_mut() {
+        let set = fields.remove(secret).is_some_and(|v| !v.is_null());
+        fields.insert(format!("{secret}_set"), set.into());
+    }
+    value
+}
 
 /// The newest value of each (account, section) in a batch: earlier ones are overwritten.
 type Latest = HashMap<(String, &'static str), (i64, String)>;
@@ -47,6 +62,16 @@ impl Projection for ConfigProjection {
     ) -> BoxFuture<'c, Result<(), ProjectionError>> {
         async move {
             let mut latest = Latest::new();
+            for event in events.iter().filter(|e| e.stream_type == ChannelsEvent::STREAM_TYPE) {
+                match decode::<ChannelsEvent>(event).map_err(ProjectionError::decode(event))? {
+                    ChannelsEvent::SmtpSettingsChanged(smtp) => {
+                        keep(&mut latest, event, SMTP_SECTION, &without_secret(&smtp, "password"))
+                    }
+                    ChannelsEvent::SmsSettingsChanged(sms) => {
+                        keep(&mut latest, event, SMS_SECTION, &without_secret(&sms, "api_key"))
+                    }
+                }
+            }
             for event in events.iter().filter(|e| e.stream_type == AccountEvent::STREAM_TYPE) {
                 match decode::<AccountEvent>(event).map_err(ProjectionError::decode(event))? {
                     AccountEvent::AccountOpened { company, general } => {

@@ -16,7 +16,9 @@ use sqlx::AnyConnection;
 use switchyard_command::event_log::RecordedEvent;
 
 pub use audit::AuditProjection;
-pub use config::{COMPANY_SECTION, ConfigProjection, GENERAL_SECTION};
+pub use config::{
+    COMPANY_SECTION, ConfigProjection, GENERAL_SECTION, SMS_SECTION, SMTP_SECTION, without_secret,
+};
 pub use runner::{ProjectionHandle, Projections};
 pub use users::UsersProjection;
 

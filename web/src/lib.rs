@@ -120,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::service::routes())
         .merge(routes::sessions::routes())
         .merge(routes::config::routes())
+        .merge(routes::channels::routes())
         .merge(routes::me::routes())
         .merge(routes::users::routes())
         .merge(routes::groups::routes())

@@ -4,12 +4,14 @@
 mod contact;
 mod ids;
 mod locale;
+mod network;
 mod password_policy;
 mod text;
 
 pub use contact::{EmailAddress, PhoneNumber};
 pub use ids::{AccountId, GroupId, UserId};
 pub use locale::{CountryCode, CurrencyCode, DateFormat};
+pub use network::{BaseUrl, Hostname, Port};
 pub use password_policy::NewPassword;
 pub use text::Text;
 

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 use switchyard_command::{
     account::AccountEvent,
+    channels::ChannelsEvent,
     event_log::{EventCodec, RecordedEvent, decode},
     group::GroupEvent,
     roster::RosterEvent,
@@ -11,7 +12,7 @@ use switchyard_command::{
 };
 
 /// Every section name `describe` uses.
-pub const SECTIONS: &[&str] = &["company", "general", "user", "group"];
+pub const SECTIONS: &[&str] = &["company", "general", "user", "group", "smtp", "sms"];
 
 pub struct Described {
     pub summary: String,
@@ -38,6 +39,16 @@ pub fn describe(event: &RecordedEvent) -> Result<Described, serde_json::Error> {
         AccountEvent::STREAM_TYPE => describe_account(decode(event)?)?,
         UserEvent::STREAM_TYPE => describe_user(decode(event)?)?,
         GroupEvent::STREAM_TYPE => describe_group(decode(event)?)?,
+        ChannelsEvent::STREAM_TYPE => match decode(event)? {
+            ChannelsEvent::SmtpSettingsChanged(smtp) => setting(
+                "SMTP settings changed",
+                "smtp",
+                serde_json::to_value(&smtp)?,
+            ),
+            ChannelsEvent::SmsSettingsChanged(sms) => {
+                setting("SMS settings changed", "sms", serde_json::to_value(&sms)?)
+            }
+        },
         RosterEvent::STREAM_TYPE => describe_roster(decode(event)?),
         EmailClaimEvent::STREAM_TYPE => match decode(event)? {
             EmailClaimEvent::EmailClaimed { user_id } => {

@@ -136,7 +136,7 @@ impl General {
 }
 
 /// Absent, null and empty all mean "not set".
-fn optional<T, E>(
+pub(crate) fn optional<T, E>(
     raw: Option<&str>,
     parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<Option<T>, E> {
@@ -147,11 +147,11 @@ fn optional<T, E>(
 }
 
 /// A section as the response body, with its version as the ETag.
-fn section_response(version: i64, body: impl Serialize) -> Response {
+pub(crate) fn section_response(version: i64, body: impl Serialize) -> Response {
     ([(header::ETAG, etag::format(version))], Json(body)).into_response()
 }
 
-async fn read_section<T: DeserializeOwned + Serialize>(
+pub(crate) async fn read_section<T: DeserializeOwned + Serialize>(
     state: &AppState,
     caller: &Caller,
     section: &str,

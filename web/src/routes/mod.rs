@@ -1,4 +1,5 @@
 pub mod audit;
+pub mod channels;
 pub mod config;
 pub mod groups;
 pub mod me;

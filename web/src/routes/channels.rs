@@ -1,0 +1,317 @@
+//! SMTP and SMS settings: how the account's emails and text messages go out. Passwords and
+//! API keys are write-only: sealed with the keyring on the way in, answered as `*_set`.
+
+use axum::{extract::State, response::Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
+use switchyard_command::{
+    channels::{
+        Channels, ChannelsCommand, ChannelsError, SecretChange, Security, SmsProvider, SmsSettings,
+        SmtpSettings, channels_stream,
+    },
+    domain::{
+        AccountId, BaseUrl, EmailAddress, FieldError, Hostname, InvalidValue, PhoneNumber, Port,
+        Text, Validator,
+    },
+};
+use switchyard_projections::{SMS_SECTION, SMTP_SECTION, without_secret};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    AppState,
+    auth::{Authorized, section},
+    domain_errors::DomainError,
+    error::{ApiError, ApiResult},
+    extract::{IfMatch, JsonBody, RequestContext},
+    routes::config::{optional, read_section, section_response},
+};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_smtp, put_smtp))
+        .routes(routes!(get_sms, put_sms))
+}
+
+impl DomainError for ChannelsError {
+    fn into_api_error(self) -> ApiError {
+        match self {
+            ChannelsError::Changed { .. } => {
+                ApiError::precondition_failed(format!("If-Match is stale: {self}"))
+            }
+        }
+    }
+}
+
+/// Absent keeps the stored secret, `null` or `""` clears it, anything else replaces it.
+fn secret_field<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<SecretString>>, D::Error> {
+    Option::<String>::deserialize(deserializer)
+        .map(|secret| Some(secret.filter(|s| !s.is_empty()).map(SecretString::from)))
+}
+
+fn seal(
+    state: &AppState,
+    account: AccountId,
+    field: &str,
+    v: &mut Validator,
+    raw: Option<Option<SecretString>>,
+) -> Option<SecretChange> {
+    match raw {
+        None => Some(SecretChange::Keep),
+        Some(None) => Some(SecretChange::Clear),
+        Some(Some(secret)) if secret.expose_secret().chars().count() > 500 => {
+            v.field::<()>(
+                field,
+                Err(InvalidValue("must be at most 500 characters".into())),
+            );
+            None
+        }
+        Some(Some(secret)) => Some(SecretChange::Set(
+            state.secrets.encrypt(account, secret.expose_secret()),
+        )),
+    }
+}
+
+/// SMTP settings as shown.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+struct SmtpView {
+    from_address: String,
+    host: String,
+    port: u16,
+    /// `starttls`, `tls` or `none`.
+    security: String,
+    username: Option<String>,
+    password_set: bool,
+}
+
+/// SMTP settings as sent.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SmtpBody {
+    /// The address emails come from.
+    from_address: String,
+    /// Host name or IP address, without the port.
+    host: String,
+    /// 1 to 65535: usually 587 with `starttls`, 465 with `tls`.
+    port: u32,
+    /// `starttls`, `tls` or `none`.
+    security: String,
+    username: Option<String>,
+    /// Write-only. Left out: unchanged; `null` or `""`: removed.
+    #[serde(default, deserialize_with = "secret_field")]
+    #[schema(value_type = Option<String>)]
+    password: Option<Option<SecretString>>,
+}
+
+impl SmtpBody {
+    fn parse(
+        self,
+        state: &AppState,
+        account: AccountId,
+    ) -> Result<(SmtpSettings, SecretChange), Vec<FieldError>> {
+        let mut v = Validator::default();
+        let from_address = v.field("from_address", EmailAddress::parse(&self.from_address));
+        let host = v.field("host", Hostname::parse(&self.host));
+        let port = v.field("port", Port::parse(self.port));
+        let security = v.field(
+            "security",
+            match self.security.as_str() {
+                "starttls" => Ok(Security::Starttls),
+                "tls" => Ok(Security::Tls),
+                "none" => Ok(Security::None),
+                _ => Err(InvalidValue("must be `starttls`, `tls` or `none`".into())),
+            },
+        );
+        let username = v.field(
+            "username",
+            optional(self.username.as_deref(), |raw| Text::parse(raw, 1, 200)),
+        );
+        let password = seal(state, account, "password", &mut v, self.password);
+        v.finish(|| {
+            let settings = SmtpSettings {
+                from_address: from_address?,
+                host: host?,
+                port: port?,
+                security: security?,
+                username: username?,
+                password: None,
+            };
+            Some((settings, password?))
+        })
+    }
+}
+
+/// SMS settings as shown.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+struct SmsView {
+    /// `twilio` or `http`.
+    provider: String,
+    from_number: String,
+    base_url: String,
+    /// Twilio only.
+    account_sid: Option<String>,
+    /// `http` only.
+    username: Option<String>,
+    api_key_set: bool,
+}
+
+/// SMS settings as sent.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SmsBody {
+    /// `twilio` or `http`.
+    provider: String,
+    /// E.164.
+    from_number: String,
+    /// e.g. `https://api.twilio.com`, or the `http` gateway's endpoint.
+    base_url: String,
+    /// Required for `twilio`.
+    account_sid: Option<String>,
+    /// For `http`, optional.
+    username: Option<String>,
+    /// Write-only. Left out: unchanged; `null` or `""`: removed.
+    #[serde(default, deserialize_with = "secret_field")]
+    #[schema(value_type = Option<String>)]
+    api_key: Option<Option<SecretString>>,
+}
+
+impl SmsBody {
+    fn parse(
+        self,
+        state: &AppState,
+        account: AccountId,
+    ) -> Result<(SmsSettings, SecretChange), Vec<FieldError>> {
+        let mut v = Validator::default();
+        let provider = match self.provider.as_str() {
+            "twilio" => v
+                .field(
+                    "account_sid",
+                    Text::parse(self.account_sid.as_deref().unwrap_or_default(), 1, 100),
+                )
+                .map(|account_sid| SmsProvider::Twilio { account_sid }),
+            "http" => v
+                .field(
+                    "username",
+                    optional(self.username.as_deref(), |raw| Text::parse(raw, 1, 200)),
+                )
+                .map(|username| SmsProvider::Http { username }),
+            _ => v.field(
+                "provider",
+                Err(InvalidValue("must be `twilio` or `http`".into())),
+            ),
+        };
+        let from_number = v.field("from_number", PhoneNumber::parse(&self.from_number));
+        let base_url = v.field("base_url", BaseUrl::parse(&self.base_url));
+        let api_key = seal(state, account, "api_key", &mut v, self.api_key);
+        v.finish(|| {
+            let settings = SmsSettings {
+                provider: provider?,
+                from_number: from_number?,
+                base_url: base_url?,
+                api_key: None,
+            };
+            Some((settings, api_key?))
+        })
+    }
+}
+
+/// Runs the command and answers the section through its view `V`, as a GET would.
+async fn change<V: DeserializeOwned + Serialize>(
+    state: &AppState,
+    caller: &Authorized<section::Config>,
+    context: &RequestContext,
+    command: ChannelsCommand,
+    read: impl FnOnce(&Channels) -> Option<(i64, serde_json::Value)>,
+) -> ApiResult<Response> {
+    let executed = state
+        .commands
+        .execute::<Channels>(
+            &channels_stream(caller.account_id),
+            command,
+            &context.metadata_for(caller),
+        )
+        .await?;
+    state.caught_up(executed.position).await;
+    let (version, body) = read(&executed.state).ok_or_else(|| ApiError::not_found("settings"))?;
+    let view: V = serde_json::from_value(body).map_err(ApiError::internal)?;
+    Ok(section_response(version, view))
+}
+
+/// SMTP settings (404 until set).
+#[utoipa::path(get, path = "/v1/account/smtp", responses(
+    (status = 200, body = SmtpView, headers(("ETag" = String))), (status = 404),
+))]
+async fn get_smtp(
+    State(state): State<AppState>,
+    caller: Authorized<section::Config>,
+) -> ApiResult<Response> {
+    read_section::<SmtpView>(&state, &caller, SMTP_SECTION).await
+}
+
+/// Replace the SMTP settings; `If-Match: "0"` when setting them the first time guards
+/// against a concurrent first setting.
+#[utoipa::path(put, path = "/v1/account/smtp", request_body = SmtpBody, responses(
+    (status = 200, body = SmtpView, headers(("ETag" = String))),
+    (status = 412), (status = 422, description = "Invalid fields, each named"),
+))]
+async fn put_smtp(
+    State(state): State<AppState>,
+    caller: Authorized<section::Config>,
+    context: RequestContext,
+    IfMatch(seen): IfMatch,
+    JsonBody(body): JsonBody<SmtpBody>,
+) -> ApiResult<Response> {
+    let (settings, password) = body
+        .parse(&state, caller.account_id)
+        .map_err(ApiError::validation)?;
+    let command = ChannelsCommand::ChangeSmtp {
+        settings,
+        password,
+        seen,
+    };
+    change::<SmtpView>(&state, &caller, &context, command, |channels| {
+        let smtp = channels.smtp.as_ref()?;
+        Some((smtp.version, without_secret(&smtp.value, "password")))
+    })
+    .await
+}
+
+/// SMS settings (404 until set).
+#[utoipa::path(get, path = "/v1/account/sms", responses(
+    (status = 200, body = SmsView, headers(("ETag" = String))), (status = 404),
+))]
+async fn get_sms(
+    State(state): State<AppState>,
+    caller: Authorized<section::Config>,
+) -> ApiResult<Response> {
+    read_section::<SmsView>(&state, &caller, SMS_SECTION).await
+}
+
+/// Replace the SMS settings.
+#[utoipa::path(put, path = "/v1/account/sms", request_body = SmsBody, responses(
+    (status = 200, body = SmsView, headers(("ETag" = String))),
+    (status = 412), (status = 422, description = "Invalid fields, each named"),
+))]
+async fn put_sms(
+    State(state): State<AppState>,
+    caller: Authorized<section::Config>,
+    context: RequestContext,
+    IfMatch(seen): IfMatch,
+    JsonBody(body): JsonBody<SmsBody>,
+) -> ApiResult<Response> {
+    let (settings, api_key) = body
+        .parse(&state, caller.account_id)
+        .map_err(ApiError::validation)?;
+    let command = ChannelsCommand::ChangeSms {
+        settings,
+        api_key,
+        seen,
+    };
+    change::<SmsView>(&state, &caller, &context, command, |channels| {
+        let sms = channels.sms.as_ref()?;
+        Some((sms.version, without_secret(&sms.value, "api_key")))
+    })
+    .await
+}
