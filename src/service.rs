@@ -15,7 +15,7 @@ use switchyard_command::{
     secrets::SecretKeyring,
 };
 use switchyard_projections::Projections;
-use switchyard_web::{AppState, throttle::LoginThrottle};
+use switchyard_web::{AppState, idempotency};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -98,10 +98,7 @@ impl Service {
             .context("starting the event log")?;
         let projections = Projections::start(&log, shutdown.clone());
         let state = AppState::new(log, projections, password_hasher(), Arc::new(secrets));
-        tokio::spawn(prune_login_throttle(
-            state.throttle.clone(),
-            shutdown.clone(),
-        ));
+        tokio::spawn(prune_operational_state(state.clone(), shutdown.clone()));
         Ok(Self {
             state,
             shutdown,
@@ -161,18 +158,23 @@ impl Service {
     }
 }
 
-/// How often forgotten login-throttle counters are deleted.
-const THROTTLE_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often expired operational state is deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Keeps the login-throttle tables from growing with every email ever tried.
-async fn prune_login_throttle(throttle: LoginThrottle, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(THROTTLE_PRUNE_INTERVAL);
+/// Keeps the login-throttle and idempotency tables from growing with every email ever tried
+/// and every key ever sent.
+async fn prune_operational_state(state: AppState, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(PRUNE_INTERVAL);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {
-                if let Err(error) = throttle.prune(chrono::Utc::now()).await {
+                let now = chrono::Utc::now();
+                if let Err(error) = state.throttle.prune(now).await {
                     tracing::warn!(%error, "pruning the login throttle failed");
+                }
+                if let Err(error) = idempotency::prune(&state.db, now).await {
+                    tracing::warn!(%error, "pruning idempotency keys failed");
                 }
             }
         }

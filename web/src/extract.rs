@@ -24,29 +24,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        if !is_json(request.headers()) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with `Content-Type: application/json`",
-            ));
-        }
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection: BytesRejection| match rejection.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        format!(
-                            "the body is over the limit of {} bytes",
-                            crate::MAX_BODY_BYTES
-                        ),
-                    ),
-                    _ => ApiError::malformed(rejection.body_text()),
-                })?;
-        parse_json(&bytes).map(JsonBody)
+        parse_json(&body_bytes(request, state).await?).map(JsonBody)
     }
+}
+
+/// The bytes of a JSON body: 415 for another content type, 413 over the limit.
+pub(crate) async fn body_bytes<S: Send + Sync>(
+    request: Request,
+    state: &S,
+) -> Result<Bytes, ApiError> {
+    if !is_json(request.headers()) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection: BytesRejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the body is over the limit of {} bytes",
+                    crate::MAX_BODY_BYTES
+                ),
+            ),
+            _ => ApiError::malformed(rejection.body_text()),
+        })
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

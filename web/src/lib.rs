@@ -6,6 +6,7 @@ mod domain_errors;
 mod error;
 mod etag;
 mod extract;
+pub mod idempotency;
 mod paging;
 mod routes;
 pub mod throttle;

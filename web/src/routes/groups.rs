@@ -26,6 +26,7 @@ use crate::{
     auth::{Authorized, Caller, section},
     error::{ApiError, ApiResult},
     extract::{IfMatch, JsonBody, RequestContext},
+    idempotency::{self, DigestedJson, IdempotencyKey},
     paging::{PageQuery, page},
     routes::users::with_etag,
 };
@@ -245,7 +246,7 @@ async fn list_groups(
 }
 
 /// Create a group.
-#[utoipa::path(post, path = "/v1/groups", request_body = GroupBody, responses(
+#[utoipa::path(post, path = "/v1/groups", request_body = GroupBody, params(IdempotencyKey), responses(
     (status = 201, body = GroupView, headers(("ETag" = String))),
     (status = 403, description = "Sets a resource the caller is not allowed"), (status = 422),
 ))]
@@ -253,23 +254,29 @@ async fn create_group(
     State(state): State<AppState>,
     caller: Authorized<section::Users>,
     context: RequestContext,
-    JsonBody(body): JsonBody<GroupBody>,
+    key: IdempotencyKey,
+    DigestedJson { body, digest }: DigestedJson<GroupBody>,
+) -> ApiResult<Response> {
+    let account = caller.account_id;
+    let request = add_group(&state, &caller, &context, body);
+    idempotency::once(&state.db, account, key, digest, request).await
+}
+
+async fn add_group(
+    state: &AppState,
+    caller: &Caller,
+    context: &RequestContext,
+    body: GroupBody,
 ) -> ApiResult<Response> {
     let settings = body.parse(None).map_err(ApiError::validation)?;
-    check_delegation(
-        &state,
-        &caller,
-        None,
-        &Permissions::new(),
-        &settings.permissions,
-    )
-    .await?;
+    let no_permissions = Permissions::new();
+    check_delegation(state, caller, None, &no_permissions, &settings.permissions).await?;
     let id = GroupId::new();
     let command = GroupCommand::Create {
         account_id: caller.account_id,
         settings,
     };
-    let group = run(&state, &caller, &context, id, command).await?;
+    let group = run(state, caller, context, id, command).await?;
     respond(StatusCode::CREATED, id, &group)
 }
 

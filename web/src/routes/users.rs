@@ -32,6 +32,7 @@ use crate::{
     error::{ApiError, ApiResult},
     etag,
     extract::{IfMatch, JsonBody, RequestContext},
+    idempotency::{self, DigestedJson, IdempotencyKey},
     paging::{PageQuery, page},
     routes::me::{PermissionsView, permissions_view},
 };
@@ -365,7 +366,7 @@ async fn list_users(
 }
 
 /// Add a user to the account.
-#[utoipa::path(post, path = "/v1/users", request_body = NewUserBody, responses(
+#[utoipa::path(post, path = "/v1/users", request_body = NewUserBody, params(IdempotencyKey), responses(
     (status = 201, body = UserView, headers(("ETag" = String))),
     (status = 403, description = "Beyond the caller's own rights"),
     (status = 409, description = "The email belongs to another user"),
@@ -375,7 +376,19 @@ async fn create_user(
     State(state): State<AppState>,
     caller: Authorized<section::Users>,
     context: RequestContext,
-    JsonBody(body): JsonBody<NewUserBody>,
+    key: IdempotencyKey,
+    DigestedJson { body, digest }: DigestedJson<NewUserBody>,
+) -> ApiResult<Response> {
+    let account = caller.account_id;
+    let request = add_user(&state, &caller, &context, body);
+    idempotency::once(&state.db, account, key, digest, request).await
+}
+
+async fn add_user(
+    state: &AppState,
+    caller: &Caller,
+    context: &RequestContext,
+    body: NewUserBody,
 ) -> ApiResult<Response> {
     let new = body.parse().map_err(ApiError::validation)?;
     let edit = UserEdit {
@@ -387,9 +400,9 @@ async fn create_user(
             "only administrators may add administrators",
         ));
     }
-    check_delegation(&state, &caller, None, &edit).await?;
+    check_delegation(state, caller, None, &edit).await?;
     let password_hash = state.passwords.hash(new.password.into_secret()).await;
-    let metadata = context.metadata_for(&caller);
+    let metadata = context.metadata_for(caller);
     let new_user = NewUser {
         account_id: caller.account_id,
         name: new.name,
