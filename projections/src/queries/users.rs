@@ -100,8 +100,10 @@ async fn with_groups(
     let mut groups: HashMap<String, Vec<String>> = HashMap::new();
     if !users.is_empty() {
         let sql = format!(
-            "SELECT user_id, group_id FROM user_groups WHERE user_id IN ({}) \
-             ORDER BY group_id",
+            // Joined with groups: a membership added while its group was being deleted
+            // names no group any more.
+            "SELECT ug.user_id, ug.group_id FROM user_groups ug \
+             JOIN groups g ON g.id = ug.group_id WHERE ug.user_id IN ({}) ORDER BY ug.group_id",
             db.backend.placeholders(users.len(), "")
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));

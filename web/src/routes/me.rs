@@ -224,7 +224,7 @@ async fn start_totp_setup(
         account_id: caller.account_id,
         seed: sealed,
     };
-    state
+    let executed = state
         .commands
         .execute::<User>(
             &caller.user_id.stream_id(),
@@ -232,6 +232,7 @@ async fn start_totp_setup(
             &context.metadata_for(&caller),
         )
         .await?;
+    state.caught_up(executed.position).await;
     Ok(Json(TotpSetup {
         secret: seed.to_base32().expose_secret().to_owned(),
         otpauth_uri: totp::otpauth_uri(&seed, TOTP_ISSUER, member.email.as_str())

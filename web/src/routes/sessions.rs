@@ -145,7 +145,7 @@ async fn login(
         .execute::<User>(&user_id.stream_id(), command, &metadata)
         .await
     {
-        Ok(_) => {}
+        Ok(executed) => state.caught_up(executed.position).await,
         Err(CommandError::Domain(UserError::SecondFactorRejected)) => {
             return Err(attempt.failed(Some(&user), invalid_second_factor()).await);
         }
@@ -234,10 +234,12 @@ impl Attempt<'_> {
             scope: lockout.scope,
             until: lockout.until,
         };
-        self.state
+        let executed = self
+            .state
             .commands
             .execute::<User>(&user_id.stream_id(), command, &metadata)
             .await?;
+        self.state.caught_up(executed.position).await;
         Ok(())
     }
 }
