@@ -1,7 +1,8 @@
 //! How refusals of the domain answer over HTTP.
 
 use switchyard_command::{
-    group::GroupError, handler::CommandError, team::TeamError, user::UserError,
+    account::AccountError, group::GroupError, handler::CommandError, team::TeamError,
+    user::UserError,
 };
 
 use crate::error::ApiError;
@@ -19,6 +20,18 @@ impl<E: DomainError> From<CommandError<E>> for ApiError {
                 ApiError::conflict("this is being changed concurrently; try again")
             }
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl DomainError for AccountError {
+    fn into_api_error(self) -> ApiError {
+        match self {
+            AccountError::NotFound => ApiError::not_found("account"),
+            AccountError::SectionChanged { .. } => {
+                ApiError::precondition_failed(format!("If-Match is stale: {self}"))
+            }
+            AccountError::AlreadyOpened => ApiError::conflict(self.to_string()),
         }
     }
 }

@@ -16,8 +16,8 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use axum::{Router, extract::DefaultBodyLimit, http::HeaderName};
 use switchyard_command::{
     Database,
-    event_log::EventLog,
-    handler::{Aggregate, CommandHandler, Loaded},
+    event_log::{EventLog, Metadata},
+    handler::{Aggregate, CommandHandler, Executed, Loaded},
     password::PasswordHasher,
     secrets::SecretKeyring,
 };
@@ -29,6 +29,7 @@ use tower_http::{
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use domain_errors::DomainError;
 pub use error::ApiError;
 use throttle::{LoginThrottle, ThrottlePolicy};
 
@@ -76,6 +77,25 @@ impl AppState {
             .load::<A, Infallible>(stream_id)
             .await
             .map_err(ApiError::internal)
+    }
+
+    /// Runs a command on one stream and waits for the read models to show its events
+    /// (read-your-writes): the next GET and the audit log see the change.
+    async fn execute<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Executed<A>, ApiError>
+    where
+        A::Error: DomainError,
+    {
+        let executed = self
+            .commands
+            .execute::<A>(stream_id, command, metadata)
+            .await?;
+        self.caught_up(executed.position).await;
+        Ok(executed)
     }
 
     /// Read-your-writes: waits until the read models show the event at `position`, so the

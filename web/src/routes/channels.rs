@@ -226,14 +226,12 @@ async fn change<V: DeserializeOwned + Serialize>(
     read: impl FnOnce(&Channels) -> Option<(i64, serde_json::Value)>,
 ) -> ApiResult<Response> {
     let executed = state
-        .commands
         .execute::<Channels>(
             &channels_stream(caller.account_id),
             command,
             &context.metadata_for(caller),
         )
         .await?;
-    state.caught_up(executed.position).await;
     let (version, body) = read(&executed.state).ok_or_else(|| ApiError::not_found("settings"))?;
     let view: V = serde_json::from_value(body).map_err(ApiError::internal)?;
     Ok(section_response(version, view))

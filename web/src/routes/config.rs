@@ -8,14 +8,11 @@ use axum::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use switchyard_command::{
-    account::{
-        Account, AccountCommand, AccountError, CompanyInformation, GeneralInformation, Versioned,
-    },
+    account::{Account, AccountCommand, CompanyInformation, GeneralInformation, Versioned},
     domain::{
         CountryCode, CurrencyCode, DateFormat, EmailAddress, FieldError, PhoneNumber, Text,
         Validator,
     },
-    handler::CommandError,
 };
 use switchyard_projections::{COMPANY_SECTION, GENERAL_SECTION, queries};
 use utoipa::ToSchema;
@@ -172,24 +169,10 @@ async fn change_section<T: Serialize>(
     section: impl FnOnce(&Account) -> Option<&Versioned<T>>,
 ) -> ApiResult<Response> {
     let metadata = context.metadata_for(caller);
+    let stream = caller.account_id.stream_id();
     let executed = state
-        .commands
-        .execute::<Account>(&caller.account_id.stream_id(), command, &metadata)
-        .await
-        .map_err(|error| match error {
-            CommandError::Domain(AccountError::NotFound) => ApiError::not_found("account"),
-            CommandError::Domain(error @ AccountError::SectionChanged { .. }) => {
-                ApiError::precondition_failed(format!("If-Match is stale: {error}"))
-            }
-            CommandError::Domain(error @ AccountError::AlreadyOpened) => {
-                ApiError::conflict(error.to_string())
-            }
-            CommandError::TooMuchContention(_) => {
-                ApiError::conflict("the configuration is being changed concurrently; try again")
-            }
-            other => ApiError::internal(other),
-        })?;
-    state.caught_up(executed.position).await;
+        .execute::<Account>(&stream, command, &metadata)
+        .await?;
     let current = section(&executed.state).ok_or_else(|| ApiError::not_found("account"))?;
     Ok(section_response(current.version, &current.value))
 }

@@ -194,11 +194,10 @@ async fn run(
     id: GroupId,
     command: GroupCommand,
 ) -> ApiResult<Loaded<Group>> {
+    let metadata = context.metadata_for(caller);
     let executed = state
-        .commands
-        .execute::<Group>(&id.stream_id(), command, &context.metadata_for(caller))
+        .execute::<Group>(&id.stream_id(), command, &metadata)
         .await?;
-    state.caught_up(executed.position).await;
     Ok(Loaded {
         state: executed.state,
         version: executed.version,

@@ -49,6 +49,20 @@ async fn me(state: &AppState, caller: &Caller) -> ApiResult<(Loaded<User>, Membe
     Ok((loaded, member))
 }
 
+/// Runs a command on the caller's own user stream.
+async fn on_me(
+    state: &AppState,
+    caller: &Caller,
+    context: &RequestContext,
+    command: UserCommand,
+) -> ApiResult<()> {
+    let metadata = context.metadata_for(caller);
+    state
+        .execute::<User>(&caller.user_id.stream_id(), command, &metadata)
+        .await?;
+    Ok(())
+}
+
 /// Checks the caller's password; a wrong one is a validation error on `field`.
 async fn require_password(
     state: &AppState,
@@ -186,15 +200,7 @@ async fn change_password(
         account_id: caller.account_id,
         password_hash,
     };
-    let executed = state
-        .commands
-        .execute::<User>(
-            &caller.user_id.stream_id(),
-            command,
-            &context.metadata_for(&caller),
-        )
-        .await?;
-    state.caught_up(executed.position).await;
+    on_me(&state, &caller, &context, command).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -224,15 +230,7 @@ async fn start_totp_setup(
         account_id: caller.account_id,
         seed: sealed,
     };
-    let executed = state
-        .commands
-        .execute::<User>(
-            &caller.user_id.stream_id(),
-            command,
-            &context.metadata_for(&caller),
-        )
-        .await?;
-    state.caught_up(executed.position).await;
+    on_me(&state, &caller, &context, command).await?;
     Ok(Json(TotpSetup {
         secret: seed.to_base32().expose_secret().to_owned(),
         otpauth_uri: totp::otpauth_uri(&seed, TOTP_ISSUER, member.email.as_str())
@@ -298,15 +296,7 @@ async fn enable_totp(
         step,
         recovery_codes: recovery.hashes,
     };
-    let executed = state
-        .commands
-        .execute::<User>(
-            &caller.user_id.stream_id(),
-            command,
-            &context.metadata_for(&caller),
-        )
-        .await?;
-    state.caught_up(executed.position).await;
+    on_me(&state, &caller, &context, command).await?;
     Ok(Json(RecoveryCodesIssued {
         recovery_codes: recovery
             .codes
@@ -345,15 +335,7 @@ async fn disable_totp(
         account_id: caller.account_id,
         step: Some(step),
     };
-    let executed = state
-        .commands
-        .execute::<User>(
-            &caller.user_id.stream_id(),
-            command,
-            &context.metadata_for(&caller),
-        )
-        .await?;
-    state.caught_up(executed.position).await;
+    on_me(&state, &caller, &context, command).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -234,12 +234,9 @@ impl Attempt<'_> {
             scope: lockout.scope,
             until: lockout.until,
         };
-        let executed = self
-            .state
-            .commands
+        self.state
             .execute::<User>(&user_id.stream_id(), command, &metadata)
             .await?;
-        self.state.caught_up(executed.position).await;
         Ok(())
     }
 }

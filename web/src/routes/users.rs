@@ -546,10 +546,8 @@ async fn reset_user_totp(
         account_id: caller.account_id,
         step: None,
     };
-    let executed = state
-        .commands
+    state
         .execute::<User>(&id.stream_id(), command, &context.metadata_for(&caller))
         .await?;
-    state.caught_up(executed.position).await;
     Ok(StatusCode::NO_CONTENT)
 }
