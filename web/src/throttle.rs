@@ -162,10 +162,6 @@ impl LoginThrottle {
         Self { db, policy }
     }
 
-    pub fn policy(&self) -> &ThrottlePolicy {
-        &self.policy
-    }
-
     /// Before verifying a password: may `client` try `email` now? `email` is normalized;
     /// `client` is the client's IP address, or [`UNKNOWN_CLIENT`].
     pub async fn check(
