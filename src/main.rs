@@ -8,10 +8,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use switchyard::{
     bench,
     service::{self, AdminCredentials, Service},
-    settings::DatabaseSettings,
+    settings::{DatabaseSettings, WorkerSettings},
 };
 use switchyard_command::{event_log::EventLog, handler::CommandHandler, password::PasswordHasher};
 use switchyard_projections::replay;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -28,8 +29,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP service and the projections (migrates first).
+    /// Run the HTTP service, the projections and the job workers (migrates first).
     Serve {
+        /// Leave jobs to `switchyard worker` processes.
+        #[arg(long)]
+        without_workers: bool,
+        #[command(flatten)]
+        workers: WorkerSettings,
         /// Address to listen on.
         #[arg(long, env = "SWITCHYARD_BIND", default_value = "127.0.0.1:8080")]
         bind: SocketAddr,
@@ -46,6 +52,11 @@ enum Command {
         /// On an empty database: the first administrator's password (generated if absent).
         #[arg(long, env = "SWITCHYARD_ADMIN_PASSWORD", hide_env_values = true)]
         admin_password: Option<String>,
+    },
+    /// Run job workers only, beside `serve --without-workers` processes on the same database.
+    Worker {
+        #[command(flatten)]
+        workers: WorkerSettings,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -93,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
     let db = service::open_database(&url).await?;
     match cli.command {
         Command::Serve {
+            without_workers,
+            workers,
             bind,
             account_name,
             admin_email,
@@ -103,7 +116,8 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("listening on {bind}"))?;
-            let mut service = Service::start(db, cli.database.keyring()?).await?;
+            let options = workers.service_options(!without_workers)?;
+            let mut service = Service::start_with(db, cli.database.keyring()?, options).await?;
             let admin = AdminCredentials {
                 email: admin_email,
                 password: admin_password,
@@ -121,6 +135,19 @@ async fn main() -> anyhow::Result<()> {
             stop.await;
             tracing::info!("shutting down: finishing in-flight requests");
             service.shutdown().await?;
+        }
+        Command::Worker { workers } => {
+            let stop = shutdown_signal()?;
+            let shutdown = CancellationToken::new();
+            let stopping = shutdown.clone();
+            tokio::spawn(async move {
+                stop.await;
+                tracing::info!("shutting down: finishing running jobs");
+                stopping.cancel();
+            });
+            tracing::info!(database = %service::redact_url(&url), "running job workers");
+            let options = workers.service_options(true)?;
+            service::run_worker_process(db, cli.database.keyring()?, options, shutdown).await?;
         }
         Command::Migrate => println!("Database is up to date: {}", service::redact_url(&url)),
         Command::Replay => {

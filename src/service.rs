@@ -14,8 +14,9 @@ use switchyard_command::{
     password::PasswordHasher,
     secrets::SecretKeyring,
 };
-use switchyard_projections::Projections;
+use switchyard_projections::{Projection, Projections};
 use switchyard_web::{AppState, idempotency};
+use switchyard_workers::jobs::{self, Dispatcher, JobContext, WorkerOptions, run_workers};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -80,29 +81,68 @@ pub async fn create_account(
     })
 }
 
-/// A running service: event log writer and projections, then (after [`Service::serve`])
-/// HTTP. [`Service::shutdown`] stops it after in-flight requests finish.
+/// What runs beside the projections in a service process.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceOptions {
+    /// The job workers, unless they run in processes of their own (`switchyard worker`).
+    pub workers: Option<WorkerOptions>,
+    /// A certificate authority SMTP connections trust besides the public ones (PEM or DER).
+    pub smtp_extra_root: Option<Vec<u8>>,
+}
+
+/// A running service: event log writer, projections and the job dispatcher, job workers,
+/// then (after [`Service::serve`]) HTTP. [`Service::shutdown`] stops it after in-flight
+/// requests and jobs finish.
 pub struct Service {
     pub state: AppState,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    workers: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Service {
-    /// Starts the event log writer and the projections on an open (migrated) database.
+    /// Starts everything but HTTP, workers included, on an open (migrated) database.
     /// `secrets` seals the secrets the service keeps (TOTP seeds, SMTP passwords, …).
     pub async fn start(db: Database, secrets: SecretKeyring) -> anyhow::Result<Self> {
+        let options = ServiceOptions {
+            workers: Some(WorkerOptions::default()),
+            smtp_extra_root: None,
+        };
+        Self::start_with(db, secrets, options).await
+    }
+
+    pub async fn start_with(
+        db: Database,
+        secrets: SecretKeyring,
+        options: ServiceOptions,
+    ) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         let log = EventLog::start(db)
             .await
             .context("starting the event log")?;
-        let projections = Projections::start(&log, shutdown.clone());
+        let projections = Projections::start(&log, vec![Arc::new(Dispatcher)], shutdown.clone());
         let state = AppState::new(log, projections, password_hasher(), Arc::new(secrets));
         tokio::spawn(prune_operational_state(state.clone(), shutdown.clone()));
+        let workers = options.workers.map(|worker_options| {
+            let dispatched = state.projections.checkpoint_of(Dispatcher.name());
+            let context = job_context(
+                state.commands.clone(),
+                state.secrets.clone(),
+                options.smtp_extra_root,
+            );
+            tokio::spawn(run_workers(
+                state.db.clone(),
+                context,
+                dispatched,
+                worker_options,
+                shutdown.clone(),
+            ))
+        });
         Ok(Self {
             state,
             shutdown,
             server: None,
+            workers,
         })
     }
 
@@ -148,14 +188,51 @@ impl Service {
         Ok(Some(created))
     }
 
-    /// Stops accepting requests, lets in-flight ones finish, stops the projections.
+    /// Stops accepting requests, lets in-flight requests and jobs finish, stops the
+    /// projections.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         if let Some(server) = self.server {
             server.await??;
         }
+        if let Some(workers) = self.workers {
+            workers.await??;
+        }
         Ok(())
     }
+}
+
+fn job_context(
+    commands: CommandHandler,
+    secrets: Arc<SecretKeyring>,
+    smtp_extra_root: Option<Vec<u8>>,
+) -> JobContext {
+    JobContext {
+        commands,
+        secrets,
+        http: reqwest::Client::new(),
+        smtp_extra_root,
+    }
+}
+
+/// The job workers alone, for a process of their own (`switchyard worker`): they take jobs
+/// that `serve` processes dispatch, until `shutdown`, then let running jobs finish.
+pub async fn run_worker_process(
+    db: Database,
+    secrets: SecretKeyring,
+    options: ServiceOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let log = EventLog::start(db.clone())
+        .await
+        .context("starting the event log")?;
+    let context = job_context(
+        CommandHandler::new(log),
+        Arc::new(secrets),
+        options.smtp_extra_root,
+    );
+    let worker_options = options.workers.unwrap_or_default();
+    run_workers(db, context, None, worker_options, shutdown).await
 }
 
 /// How often expired operational state is deleted.
@@ -181,11 +258,15 @@ async fn prune_operational_state(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-/// Opens the database and brings its schema up to date.
+/// Opens the database and brings its schema up to date, the job queue's included.
 pub async fn open_database(url: &str) -> anyhow::Result<Database> {
-    Database::open(url)
+    let db = Database::open(url)
         .await
-        .with_context(|| format!("opening {}", redact_url(url)))
+        .with_context(|| format!("opening {}", redact_url(url)))?;
+    jobs::migrate(&db)
+        .await
+        .context("creating the job queue's tables")?;
+    Ok(db)
 }
 
 /// A database URL without its password, for messages.

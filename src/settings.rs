@@ -2,8 +2,12 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 use switchyard_command::secrets::SecretKeyring;
+use switchyard_workers::jobs::WorkerOptions;
+
+use crate::service::ServiceOptions;
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseSettings {
@@ -50,6 +54,40 @@ impl DatabaseSettings {
                 "sqlite://{}?mode=rwc",
                 self.data_dir.join("switchyard.db").display()
             )
+        })
+    }
+}
+
+/// How a process runs job workers (`serve` and `worker`).
+#[derive(Debug, Clone, Args)]
+pub struct WorkerSettings {
+    /// Jobs of one queue that run at once in this process.
+    #[arg(long, env = "SWITCHYARD_WORKER_CONCURRENCY", default_value_t = 16)]
+    pub worker_concurrency: usize,
+
+    /// A certificate authority (PEM or DER file) that SMTP connections trust besides the
+    /// public ones, for a mail relay with a private CA.
+    #[arg(long, env = "SWITCHYARD_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
+}
+
+impl WorkerSettings {
+    /// The service options with workers as set here, or none when `run_workers` is false.
+    pub fn service_options(&self, run_workers: bool) -> anyhow::Result<ServiceOptions> {
+        let smtp_extra_root = match &self.smtp_ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading the SMTP CA file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let workers = run_workers.then(|| WorkerOptions {
+            concurrency: self.worker_concurrency.max(1),
+            ..WorkerOptions::default()
+        });
+        Ok(ServiceOptions {
+            workers,
+            smtp_extra_root,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! (its ETag). Secrets arrive sealed with the keyring and stay sealed in the events.
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::{
     account::Versioned,
@@ -62,6 +63,16 @@ pub struct SmsSettings {
 pub enum ChannelsEvent {
     SmtpSettingsChanged(SmtpSettings),
     SmsSettingsChanged(SmsSettings),
+    /// "Test Email": send one email through the saved settings. `test_id` names the job.
+    SmtpTestRequested {
+        test_id: Uuid,
+        to: EmailAddress,
+    },
+    /// "Test Mobile": send one text message through the saved settings.
+    SmsTestRequested {
+        test_id: Uuid,
+        to: PhoneNumber,
+    },
 }
 
 impl EventCodec for ChannelsEvent {
@@ -101,12 +112,38 @@ pub enum ChannelsCommand {
         api_key: SecretChange,
         seen: SeenVersion,
     },
+    RequestSmtpTest {
+        test_id: Uuid,
+        to: EmailAddress,
+    },
+    RequestSmsTest {
+        test_id: Uuid,
+        to: PhoneNumber,
+    },
+}
+
+/// The two ways out of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Smtp,
+    Sms,
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Smtp => "SMTP",
+            Self::Sms => "SMS",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelsError {
     #[error("the settings changed since version {seen}; they are at version {current}")]
     Changed { seen: i64, current: i64 },
+    #[error("{0} settings are not saved yet: save them, then test them")]
+    NotConfigured(Channel),
 }
 
 impl From<Stale> for ChannelsError {
@@ -161,6 +198,14 @@ impl Aggregate for Channels {
                 settings.api_key = api_key.apply(current.and_then(|c| c.value.api_key.as_ref()));
                 change(current, settings, seen, ChannelsEvent::SmsSettingsChanged)
             }
+            ChannelsCommand::RequestSmtpTest { test_id, to } => match self.smtp {
+                Some(_) => Ok(vec![ChannelsEvent::SmtpTestRequested { test_id, to }]),
+                None => Err(ChannelsError::NotConfigured(Channel::Smtp)),
+            },
+            ChannelsCommand::RequestSmsTest { test_id, to } => match self.sms {
+                Some(_) => Ok(vec![ChannelsEvent::SmsTestRequested { test_id, to }]),
+                None => Err(ChannelsError::NotConfigured(Channel::Sms)),
+            },
         }
     }
 
@@ -172,6 +217,7 @@ impl Aggregate for Channels {
             ChannelsEvent::SmsSettingsChanged(value) => {
                 self.sms = Some(Versioned { value, version })
             }
+            ChannelsEvent::SmtpTestRequested { .. } | ChannelsEvent::SmsTestRequested { .. } => {}
         }
     }
 }
@@ -218,6 +264,28 @@ mod tests {
             .then(vec![ChannelsEvent::SmtpSettingsChanged(smtp(Some(
                 "v1.k1.new",
             )))]);
+    }
+
+    #[test]
+    fn a_test_needs_saved_settings() {
+        let test_id = Uuid::now_v7();
+        let to = EmailAddress::parse("ops@acme.example.com").unwrap();
+        let request = ChannelsCommand::RequestSmtpTest {
+            test_id,
+            to: to.clone(),
+        };
+        given::<Channels>(vec![])
+            .when(request.clone())
+            .then_error(ChannelsError::NotConfigured(Channel::Smtp));
+        given::<Channels>(vec![ChannelsEvent::SmtpSettingsChanged(smtp(None))])
+            .when(request)
+            .then(vec![ChannelsEvent::SmtpTestRequested { test_id, to }]);
+        given::<Channels>(vec![ChannelsEvent::SmtpSettingsChanged(smtp(None))])
+            .when(ChannelsCommand::RequestSmsTest {
+                test_id,
+                to: PhoneNumber::parse("+14155550100").unwrap(),
+            })
+            .then_error(ChannelsError::NotConfigured(Channel::Sms));
     }
 
     #[test]

@@ -28,6 +28,14 @@ impl Backend {
     }
 }
 
+/// Every SQLite connection's settings. WAL lets readers run beside the single writer;
+/// synchronous=NORMAL keeps every committed transaction across a process crash (only an OS
+/// crash or power loss can drop the last few), which is the documented trade for group
+/// commit speed. A 16 MiB page cache per connection keeps batch writes from spilling pages.
+/// Public so that a second, typed pool on the same file (the job queue's) behaves the same.
+pub const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384;";
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -35,10 +43,21 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 /// `_sqlx_migrations` table cannot mistake our history for theirs.
 const MIGRATIONS_TABLE: &str = "switchyard_migrations";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Database {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// Where it was opened, for the job queue's typed pool on the same database. Not shown
+    /// by `Debug`: it may carry a password.
+    url: std::sync::Arc<str>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Database {
@@ -56,25 +75,24 @@ impl Database {
             })
             .acquire_timeout(Duration::from_secs(10));
         let options = match backend {
-            // WAL lets readers run beside the single writer; synchronous=NORMAL keeps every
-            // committed transaction across a process crash (only an OS crash or power loss
-            // can drop the last few), which is the documented trade for group commit speed.
-            // A 16 MiB page cache per connection keeps batch writes from spilling pages.
             Backend::Sqlite => options.after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                         PRAGMA cache_size = -16384;",
-                    )
-                    .await?;
+                    conn.execute(SQLITE_PRAGMAS).await?;
                     Ok(())
                 })
             }),
             Backend::Postgres => options,
         };
         let pool = options.connect(url).await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: url.into(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Connects and brings the schema up to date.

@@ -17,7 +17,8 @@ use std::{
 use lru::LruCache;
 
 use crate::event_log::{
-    AppendError, EventCodec, EventLog, ExpectedVersion, Metadata, StreamWrite, decode, encode,
+    AppendError, EventCodec, EventLog, ExpectedVersion, Metadata, RecordedEvent, StreamWrite,
+    decode, encode,
 };
 
 /// Pure domain logic: no I/O, no clocks, no randomness.
@@ -46,6 +47,16 @@ pub struct Executed<A> {
     pub version: i64,
     /// Position of the last appended event; `None` when the command changed nothing.
     pub position: Option<i64>,
+}
+
+/// Folds a stream's recorded events into its state.
+pub fn fold<A: Aggregate>(events: &[RecordedEvent]) -> Result<Loaded<A>, serde_json::Error> {
+    let mut loaded = Loaded::<A>::default();
+    for recorded in events {
+        loaded.state.evolve(decode(recorded)?, recorded.version);
+        loaded.version = recorded.version;
+    }
+    Ok(loaded)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -70,6 +70,8 @@ impl Projection for ConfigProjection {
                     ChannelsEvent::SmsSettingsChanged(sms) => {
                         keep(&mut latest, event, SMS_SECTION, &without_secret(&sms, "api_key"))
                     }
+                    ChannelsEvent::SmtpTestRequested { .. }
+                    | ChannelsEvent::SmsTestRequested { .. } => {}
                 }
             }
             for event in events.iter().filter(|e| e.stream_type == AccountEvent::STREAM_TYPE) {

@@ -28,6 +28,11 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The tables it owns, emptied before a rebuild.
     fn tables(&self) -> &'static [&'static str];
+    /// Whether a new checkpoint starts at the head of the log rather than its beginning: for
+    /// a projection that acts on events (the job dispatcher) instead of folding them all.
+    fn starts_at_head(&self) -> bool {
+        false
+    }
     /// Applies a batch of events, in position order, inside the runner's transaction.
     /// Must be idempotent: applying events already applied changes nothing.
     fn apply<'c>(
@@ -49,7 +54,8 @@ pub enum ProjectionError {
 }
 
 impl ProjectionError {
-    fn decode(event: &RecordedEvent) -> impl FnOnce(serde_json::Error) -> Self + '_ {
+    /// For `map_err` on decoding `event`.
+    pub fn decode(event: &RecordedEvent) -> impl FnOnce(serde_json::Error) -> Self + '_ {
         |source| Self::Decode {
             position: event.global_position,
             source,

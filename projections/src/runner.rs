@@ -61,15 +61,25 @@ pub(crate) async fn save_checkpoint(
     Ok(())
 }
 
-/// Creates the projection's checkpoint row if it has none yet.
-async fn ensure_checkpoint(db: &Database, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, 0) \
-         ON CONFLICT (projection) DO NOTHING",
-    )
-    .bind(name)
-    .execute(&db.pool)
-    .await?;
+/// Creates the projection's checkpoint row if it has none yet: at the start of the log, or
+/// at its head for a projection that [`Projection::starts_at_head`].
+async fn ensure_checkpoint(db: &Database, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+    let sql = match projection.starts_at_head() {
+        false => {
+            "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, 0) \
+             ON CONFLICT (projection) DO NOTHING"
+        }
+        true => {
+            // `WHERE true`: SQLite would read `ON CONFLICT` after `FROM events` as a join.
+            "INSERT INTO projection_checkpoints (projection, position) \
+             SELECT $1, COALESCE(MAX(global_position), 0) FROM events WHERE true \
+             ON CONFLICT (projection) DO NOTHING"
+        }
+    };
+    sqlx::query(sql)
+        .bind(projection.name())
+        .execute(&db.pool)
+        .await?;
     Ok(())
 }
 
@@ -110,10 +120,17 @@ pub struct Projections {
 }
 
 impl Projections {
-    /// Starts one task per projection; they stop when `shutdown` is cancelled.
-    pub fn start(log: &EventLog, shutdown: CancellationToken) -> Self {
+    /// Starts one task for each read model and each of `actors` (projections that act on
+    /// events rather than fold them, such as the job dispatcher); they stop when `shutdown`
+    /// is cancelled.
+    pub fn start(
+        log: &EventLog,
+        actors: Vec<Arc<dyn Projection>>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let handles = crate::all()
             .into_iter()
+            .chain(actors)
             .map(|projection| {
                 let (checkpoint_tx, checkpoint) = watch::channel(0);
                 let name = projection.name();
@@ -131,6 +148,15 @@ impl Projections {
 
     pub fn handles(&self) -> &[ProjectionHandle] {
         &self.handles
+    }
+
+    /// The checkpoint of the projection named `name`, as it moves: wakes whoever acts on
+    /// what it commits (the job workers on the dispatcher's).
+    pub fn checkpoint_of(&self, name: &str) -> Option<watch::Receiver<i64>> {
+        self.handles
+            .iter()
+            .find(|handle| handle.name == name)
+            .map(|handle| handle.checkpoint.clone())
     }
 
     /// Waits until every projection has applied `position` (read-your-writes for a command's
@@ -152,7 +178,7 @@ async fn run(
 ) {
     let db = log.database().clone();
     let mut appended = log.subscribe();
-    while let Err(error) = ensure_checkpoint(&db, projection.name()).await {
+    while let Err(error) = ensure_checkpoint(&db, projection.as_ref()).await {
         tracing::error!(projection = projection.name(), %error, "cannot create the checkpoint; retrying");
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -225,6 +225,30 @@ impl TestApp {
         group["id"].as_str().unwrap().to_owned()
     }
 
+    /// Opens a second account, "Globex", and answers its administrator's token.
+    pub async fn open_other_account(&self) -> String {
+        let state = &self.service.state;
+        let email = "root@globex.example.com";
+        let other = switchyard::service::create_account(
+            &state.commands,
+            &state.passwords,
+            "Globex",
+            AdminCredentials {
+                email: email.into(),
+                password: Some(USER_PASSWORD.into()),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(
+            state
+                .projections
+                .wait_for(other.opened.position, std::time::Duration::from_secs(5))
+                .await
+        );
+        login(&self.client, &self.base, email, USER_PASSWORD).await
+    }
+
     pub async fn audit(&self) -> Vec<Value> {
         let page: Value = self.get("/v1/audit?limit=500").await.json().await.unwrap();
         page["items"].as_array().unwrap().clone()

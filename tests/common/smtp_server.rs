@@ -126,7 +126,12 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     pub async fn start(options: ServerOptions) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0, options).await
+    }
+
+    /// On a given loopback port (0: any free one).
+    pub async fn start_on(port: u16, options: ServerOptions) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let address = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let options = Arc::new(options);

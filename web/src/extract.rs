@@ -28,6 +28,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A JSON body that may be left out (no body at all): then `T::default()`.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let empty = request.headers().get(header::CONTENT_TYPE).is_none()
+            && request
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|length| length == "0");
+        if empty {
+            return Ok(Self(T::default()));
+        }
+        JsonBody::from_request(request, state)
+            .await
+            .map(|JsonBody(body)| Self(body))
+    }
+}
+
 /// The bytes of a JSON body: 415 for another content type, 413 over the limit.
 pub(crate) async fn body_bytes<S: Send + Sync>(
     request: Request,

@@ -146,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::users::routes())
         .merge(routes::groups::routes())
         .merge(routes::audit::routes())
+        .merge(routes::jobs::routes())
         .split_for_parts();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     api.merge(routes::service::openapi_route(openapi))

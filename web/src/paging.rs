@@ -20,15 +20,20 @@ pub struct PageQuery {
 
 impl PageQuery {
     pub fn limit(&self) -> ApiResult<i64> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid_field(
-                "limit",
-                format!("must be 1 to {MAX_LIMIT}"),
-            ));
-        }
-        Ok(limit)
+        checked_limit(self.limit)
     }
+}
+
+/// `?limit=` as asked (default 50), or 422 when out of range.
+pub fn checked_limit(limit: Option<i64>) -> ApiResult<i64> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    Ok(limit)
 }
 
 /// Cuts `rows` (fetched with `limit + 1`) to a page, and the cursor of the next one.

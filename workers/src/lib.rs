@@ -1,5 +1,6 @@
-//! Background workers for side effects (SMTP and SMS tests, login alerts, package renewals,
-//! server refreshes). Empty until the workers issue: nothing in the service has a side effect
-//! outside its database yet.
+//! Side effects: sending email and SMS through an account's channels, and the jobs that do
+//! it after the events that ask for it. Only this crate talks to SMTP servers and SMS
+//! gateways.
+pub mod jobs;
 pub mod sms;
 pub mod smtp;

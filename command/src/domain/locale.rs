@@ -106,6 +106,17 @@ impl DateFormat {
         }
     }
 
+    /// The same format for `chrono`'s `format`.
+    pub fn strftime(&self) -> &'static str {
+        match self {
+            Self::YearMonthDay => "%Y-%m-%d",
+            Self::DaySlashMonthYear => "%d/%m/%Y",
+            Self::MonthSlashDayYear => "%m/%d/%Y",
+            Self::DayDotMonthYear => "%d.%m.%Y",
+            Self::DayDashMonthYear => "%d-%m-%Y",
+        }
+    }
+
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         Self::ALL
             .into_iter()

@@ -55,6 +55,26 @@ pub(super) async fn read_stream_after(
     rows.iter().map(decode_row).collect()
 }
 
+/// The events of one stream up to and including `position`: the stream as it stood when the
+/// event at `position` was recorded (a job decides from the state its event saw).
+pub async fn read_stream_until<'e>(
+    executor: impl AnyExecutor<'e>,
+    backend: Backend,
+    stream_id: &str,
+    position: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let sql = for_backend!(
+        backend,
+        "WHERE stream_id = $1 AND global_position <= $2 ORDER BY version"
+    );
+    let rows = sqlx::query(sql)
+        .bind(stream_id)
+        .bind(position)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(decode_row).collect()
+}
+
 /// Up to `limit` events after `position`, in position order, through any connection (a
 /// projection reads inside the transaction that moves its checkpoint).
 pub async fn read_after<'e>(

@@ -48,6 +48,12 @@ pub fn describe(event: &RecordedEvent) -> Result<Described, serde_json::Error> {
             ChannelsEvent::SmsSettingsChanged(sms) => {
                 setting("SMS settings changed", "sms", serde_json::to_value(&sms)?)
             }
+            ChannelsEvent::SmtpTestRequested { to, .. } => {
+                summary(format!("Test email to {} requested", to.as_str()))
+            }
+            ChannelsEvent::SmsTestRequested { to, .. } => {
+                summary(format!("Test SMS to {} requested", to.as_str()))
+            }
         },
         RosterEvent::STREAM_TYPE => describe_roster(decode(event)?),
         EmailClaimEvent::STREAM_TYPE => match decode(event)? {

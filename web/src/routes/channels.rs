@@ -1,7 +1,12 @@
 //! SMTP and SMS settings: how the account's emails and text messages go out. Passwords and
 //! API keys are write-only: sealed with the keyring on the way in, answered as `*_set`.
 
-use axum::{extract::State, response::Response};
+use axum::{
+    Json,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 use switchyard_command::{
@@ -13,17 +18,20 @@ use switchyard_command::{
         AccountId, BaseUrl, EmailAddress, FieldError, Hostname, InvalidValue, PhoneNumber, Port,
         Text, Validator,
     },
+    user::{Member, User},
 };
 use switchyard_projections::{SMS_SECTION, SMTP_SECTION, without_secret};
+use switchyard_workers::jobs::job_id;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
 
 use crate::{
     AppState,
     auth::{Authorized, section},
     domain_errors::DomainError,
     error::{ApiError, ApiResult},
-    extract::{IfMatch, JsonBody, RequestContext},
+    extract::{IfMatch, JsonBody, OptionalJsonBody, RequestContext},
     routes::config::{optional, read_section, section_response},
 };
 
@@ -31,6 +39,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_smtp, put_smtp))
         .routes(routes!(get_sms, put_sms))
+        .routes(routes!(test_smtp))
+        .routes(routes!(test_sms))
 }
 
 impl DomainError for ChannelsError {
@@ -39,6 +49,7 @@ impl DomainError for ChannelsError {
             ChannelsError::Changed { .. } => {
                 ApiError::precondition_failed(format!("If-Match is stale: {self}"))
             }
+            ChannelsError::NotConfigured(_) => ApiError::conflict(self.to_string()),
         }
     }
 }
@@ -312,4 +323,107 @@ async fn put_sms(
         Some((sms.version, without_secret(&sms.value, "api_key")))
     })
     .await
+}
+
+/// `POST …/test`: where the test goes.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TestBody {
+    /// Email address (Test Email) or E.164 number (Test Mobile); default: the caller's own.
+    to: Option<String>,
+}
+
+/// A job was queued: follow it at `GET /v1/jobs/{job_id}`.
+#[derive(Serialize, ToSchema)]
+struct JobAccepted {
+    job_id: String,
+}
+
+/// Queues the test and answers where to follow it.
+async fn request_test(
+    state: &AppState,
+    caller: &Authorized<section::Config>,
+    context: &RequestContext,
+    test_id: Uuid,
+    command: ChannelsCommand,
+) -> ApiResult<Response> {
+    state
+        .execute::<Channels>(
+            &channels_stream(caller.account_id),
+            command,
+            &context.metadata_for(caller),
+        )
+        .await?;
+    let job_id = job_id(test_id).to_string();
+    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })).into_response())
+}
+
+/// The caller as a user, for their own address or number.
+async fn caller_member(
+    state: &AppState,
+    caller: &Authorized<section::Config>,
+) -> ApiResult<Member> {
+    state
+        .load::<User>(&caller.user_id.stream_id())
+        .await?
+        .state
+        .member
+        .ok_or_else(|| ApiError::not_found("user"))
+}
+
+/// Test Email: send one email through the saved SMTP settings, through the same path as
+/// every email. Follow it at `GET /v1/jobs/{job_id}`: each stage with the server's reply.
+#[utoipa::path(post, path = "/v1/account/smtp/test", request_body = TestBody, responses(
+    (status = 202, body = JobAccepted),
+    (status = 409, description = "SMTP settings are not saved yet"),
+    (status = 422, description = "`to` is not an email address"),
+))]
+async fn test_smtp(
+    State(state): State<AppState>,
+    caller: Authorized<section::Config>,
+    context: RequestContext,
+    OptionalJsonBody(body): OptionalJsonBody<TestBody>,
+) -> ApiResult<Response> {
+    let to = match body.to {
+        Some(raw) => {
+            EmailAddress::parse(&raw).map_err(|e| ApiError::invalid_field("to", e.to_string()))?
+        }
+        None => caller_member(&state, &caller).await?.email,
+    };
+    let test_id = Uuid::now_v7();
+    let command = ChannelsCommand::RequestSmtpTest { test_id, to };
+    request_test(&state, &caller, &context, test_id, command).await
+}
+
+/// Test Mobile: send one text message through the saved SMS settings. Follow it at
+/// `GET /v1/jobs/{job_id}`: the gateway's status and answer.
+#[utoipa::path(post, path = "/v1/account/sms/test", request_body = TestBody, responses(
+    (status = 202, body = JobAccepted),
+    (status = 409, description = "SMS settings are not saved yet"),
+    (status = 422, description = "`to` is not an E.164 number, or left out and the caller has no mobile"),
+))]
+async fn test_sms(
+    State(state): State<AppState>,
+    caller: Authorized<section::Config>,
+    context: RequestContext,
+    OptionalJsonBody(body): OptionalJsonBody<TestBody>,
+) -> ApiResult<Response> {
+    let to = match body.to {
+        Some(raw) => {
+            PhoneNumber::parse(&raw).map_err(|e| ApiError::invalid_field("to", e.to_string()))?
+        }
+        None => caller_member(&state, &caller)
+            .await?
+            .profile
+            .mobile
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    "to",
+                    "your profile has no mobile number: give `to`, or add one at /v1/me",
+                )
+            })?,
+    };
+    let test_id = Uuid::now_v7();
+    let command = ChannelsCommand::RequestSmsTest { test_id, to };
+    request_test(&state, &caller, &context, test_id, command).await
 }

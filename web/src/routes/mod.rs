@@ -2,6 +2,7 @@ pub mod audit;
 pub mod channels;
 pub mod config;
 pub mod groups;
+pub mod jobs;
 pub mod me;
 pub mod service;
 pub mod sessions;

@@ -1,0 +1,257 @@
+//! The workers: one apalis worker per queue, on apalis-sqlite or apalis-postgres over the
+//! same database as the event log, supervised by an apalis `Monitor`.
+//!
+//! apalis 1.0's sharp edges, and what this module does about each:
+//! - its workers need a typed pool: one is opened on the event log's database, with the
+//!   same SQLite settings (its own `setup` would set `synchronous = OFF` on one connection);
+//! - backend retries come at once and default to 25: the worker pushes `run_at` out by the
+//!   backoff before it fails an attempt, and each job is queued with its own attempt limit;
+//! - `WorkerBuilder::timeout` leaves a timed-out job `Running` forever: the timeout is taken
+//!   inside [`handle`], which records it as a failed attempt;
+//! - an idle worker only looks for jobs at its heartbeat: it is woken when the dispatcher
+//!   commits (in this process) and polls every [`POLL_INTERVAL`] (for other processes);
+//! - any backend error (a busy database, a lost connection) ends a worker: the monitor
+//!   restarts it, under a new name (SQLite refuses a name seen in the last heartbeat);
+//! - a payload that does not decode would end the worker and strand its batch: payloads are
+//!   decoded here, from a JSON value, and a bad one fails its own job only.
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::{
+    AbortError, BackendExt, BoxDynError, Data, Monitor, Strategy, StreamStrategy, TaskId,
+    WorkerBuilder, WorkerBuilderExt,
+};
+use chrono::Utc;
+use futures::Stream;
+use serde_json::Value;
+use switchyard_command::{Backend, Database};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use ulid::Ulid;
+
+use super::{
+    backoff::retry_delay,
+    job::{Job, Queue},
+    perform::{JobContext, Performed, perform},
+    store::{self, Ending, StageReport},
+};
+
+/// How often an idle worker looks for jobs queued by another process.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How the workers of one process run.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Jobs of one queue that run at once.
+    pub concurrency: usize,
+    /// How often a worker says it is alive; a worker silent for three of these is presumed
+    /// dead, and the jobs it held are queued again.
+    pub heartbeat: Duration,
+    /// On shutdown, running jobs get this long to finish; the rest are left to be taken up
+    /// again after the heartbeat timeout.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            heartbeat: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a worker's handler gets.
+struct Shared {
+    db: Database,
+    context: JobContext,
+}
+
+/// Runs the workers of every queue until `shutdown`, then lets running jobs finish.
+/// `dispatched` (the dispatcher's checkpoint, when it runs in this process) wakes them as soon
+/// as jobs are committed.
+pub async fn run_workers(
+    db: Database,
+    context: JobContext,
+    dispatched: Option<watch::Receiver<i64>>,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        db: db.clone(),
+        context,
+    });
+    // Names must differ between processes and between restarts.
+    let process = uuid::Uuid::new_v4().simple().to_string();
+    let name = move |queue: Queue, restarts: usize| {
+        format!("{}-{}-{restarts}", queue.name(), &process[..12])
+    };
+    let mut monitor = Monitor::new();
+    macro_rules! register_queues {
+        ($storage:ident, $config:path, $pool:expr) => {
+            for queue in Queue::ALL {
+                let (pool, shared, dispatched, name) = (
+                    $pool.clone(),
+                    shared.clone(),
+                    dispatched.clone(),
+                    name.clone(),
+                );
+                let options = options.clone();
+                monitor = monitor.register(move |restarts| {
+                    let config = <$config>::default()
+                        .queue(queue.name())
+                        .heartbeat_interval(options.heartbeat)
+                        .missed_heartbeats(3);
+                    let storage = $storage::<Value>::new(&pool)
+                        .with_config(config)
+                        .poll_with_strategy(wake_strategy(dispatched.clone()));
+                    WorkerBuilder::new(name(queue, restarts))
+                        .backend(storage)
+                        .concurrency(options.concurrency)
+                        .data(shared.clone())
+                        .build(handle)
+                });
+            }
+        };
+    }
+    match db.backend {
+        Backend::Sqlite => {
+            use apalis_sqlite::{Config, SqliteStorage};
+            let pool = sqlite_pool(&db).await?;
+            register_queues!(SqliteStorage, Config, pool);
+        }
+        Backend::Postgres => {
+            use apalis_postgres::{Config, PostgresStorage};
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(8)
+                .connect(db.url())
+                .await?;
+            register_queues!(PostgresStorage, Config, pool);
+        }
+    }
+    monitor
+        .should_restart(|worker, error| {
+            tracing::warn!(worker = worker.name(), %error, "job worker stopped; restarting it");
+            true
+        })
+        .shutdown_timeout(options.shutdown_grace)
+        .run_with_signal(async move {
+            shutdown.cancelled().await;
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
+/// The typed pool apalis-sqlite needs, on the event log's file with its settings.
+async fn sqlite_pool(db: &Database) -> anyhow::Result<sqlx::SqlitePool> {
+    use sqlx::Executor;
+    Ok(sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(switchyard_command::db::SQLITE_PRAGMAS).await?;
+                Ok(())
+            })
+        })
+        .connect(db.url())
+        .await?)
+}
+
+/// Look for jobs when the dispatcher commits, and every [`POLL_INTERVAL`].
+fn wake_strategy(dispatched: Option<watch::Receiver<i64>>) -> Strategy {
+    let strategy = Strategy::new();
+    let strategy = match dispatched {
+        Some(receiver) => strategy.apply(StreamStrategy::new(commits(receiver))),
+        None => strategy,
+    };
+    strategy.interval(POLL_INTERVAL)
+}
+
+fn commits(
+    receiver: watch::Receiver<i64>,
+) -> std::pin::Pin<Box<dyn Stream<Item = ()> + Send + Sync>> {
+    Box::pin(futures::stream::unfold(
+        receiver,
+        |mut receiver| async move {
+            receiver.changed().await.ok()?;
+            Some(((), receiver))
+        },
+    ))
+}
+
+/// One attempt at one job, recorded on its report. An error tells apalis the attempt
+/// failed; an [`AbortError`] that the job is over.
+async fn handle(payload: Value, id: TaskId, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
+    let id: Ulid = id.to_string().parse()?;
+    let Shared { db, context } = shared.as_ref();
+    let job: Job = match serde_json::from_value(payload) {
+        Ok(job) => job,
+        Err(error) => {
+            let error = format!("the job cannot be read ({error}); it was not run");
+            let ending = Ending::Failed {
+                error: error.clone(),
+            };
+            store::record_attempt(db, id, &[], &ending, Utc::now()).await?;
+            return Err(AbortError::new(error).into());
+        }
+    };
+    let attempt = store::attempts_so_far(db, id).await? + 1;
+    let effect = effect_key(&job, id);
+    if let Some(key) = &effect
+        && let Some(completed_at) = store::effect_completed_at(db, key).await?
+    {
+        // Run again after its effect was recorded (a crash before the queue heard of it).
+        let stage = StageReport {
+            stage: "already_done".into(),
+            ok: true,
+            detail: format!("completed at {completed_at}; not repeated"),
+        };
+        let ending = Ending::Succeeded { effect: None };
+        store::record_attempt(db, id, &[stage], &ending, Utc::now()).await?;
+        return Ok(());
+    }
+    let persistence = job.persistence();
+    let performed = tokio::time::timeout(persistence.timeout, perform(context, &job))
+        .await
+        .unwrap_or_else(|_| Performed {
+            stages: vec![],
+            outcome: Err(super::perform::Failure {
+                message: format!(
+                    "the attempt took longer than {} s and was stopped",
+                    persistence.timeout.as_secs()
+                ),
+                transient: true,
+            }),
+        });
+    let now = Utc::now();
+    let ending = match performed.outcome {
+        Ok(()) => Ending::Succeeded { effect },
+        Err(failure) if failure.transient && attempt < persistence.max_attempts => {
+            let delay = chrono::Duration::from_std(retry_delay(attempt)).expect("a short delay");
+            Ending::WillRetry {
+                error: failure.message,
+                retry_at: now + delay,
+            }
+        }
+        Err(failure) => Ending::Failed {
+            error: failure.message,
+        },
+    };
+    store::record_attempt(db, id, &performed.stages, &ending, now).await?;
+    match ending {
+        Ending::Succeeded { .. } => Ok(()),
+        Ending::WillRetry { error, .. } => Err(error.into()),
+        Ending::Failed { error } => Err(AbortError::new(error).into()),
+    }
+}
+
+/// The key of the job's side effect: it is the job's (its id is derived from its event), so
+/// every attempt of one job shares it and no two jobs do.
+fn effect_key(job: &Job, id: Ulid) -> Option<String> {
+    match job {
+        Job::Noop { .. } => None,
+        _ => Some(format!("{}:{id}", job.kind())),
+    }
+}

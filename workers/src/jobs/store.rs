@@ -1,0 +1,268 @@
+//! The job tables: apalis' queue (`Jobs` on SQLite, `apalis.jobs` on PostgreSQL), our
+//! `job_reports` (what a user reads) and `job_effects` (side effects that completed).
+//!
+//! Jobs are queued with our own INSERT, in the dispatcher's transaction: apalis' push API
+//! needs a typed connection, and its PostgreSQL insert has no `ON CONFLICT`, so a duplicate
+//! key would abort the transaction and the checkpoint with it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row, any::AnyRow};
+use switchyard_command::{Backend, Database, domain::AccountId};
+use ulid::Ulid;
+
+use super::job::Job;
+
+/// What one stage of an attempt did, as `GET /v1/jobs/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageReport {
+    pub stage: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Queues `job` under `id` unless a job with the same key is already queued (the dispatcher
+/// applying an event again after a crash), with its report.
+pub async fn enqueue(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    id: Ulid,
+    key: &str,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let insert = match backend {
+        Backend::Sqlite => {
+            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, \
+             priority, metadata, idempotency_key) \
+             VALUES ($1, $2, $3, 'Pending', 0, $4, $5, 0, '{}', $6) \
+             ON CONFLICT (job_type, idempotency_key) DO NOTHING"
+        }
+        Backend::Postgres => {
+            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, \
+             priority, idempotency_key) \
+             VALUES ($1, $2, $3, 'Pending', 0, $4, to_timestamp($5), 0, $6) \
+             ON CONFLICT (job_type, idempotency_key) DO NOTHING"
+        }
+    };
+    let persistence = job.persistence();
+    // One attempt more than ours: an attempt cut short by a crash counts in apalis' tally
+    // too, and the worker, not apalis, decides when a job has run out of attempts.
+    let queue_attempts = i32::try_from(persistence.max_attempts + 1).expect("a few attempts");
+    let inserted = sqlx::query(insert)
+        .bind(serde_json::to_vec(job).expect("jobs serialize"))
+        .bind(id.to_string())
+        .bind(job.queue().name())
+        .bind(queue_attempts)
+        .bind(now.timestamp())
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    if inserted.rows_affected() == 1 {
+        sqlx::query(
+            "INSERT INTO job_reports (job_id, account_id, kind, status, created_at) \
+             VALUES ($1, $2, $3, 'queued', $4) ON CONFLICT (job_id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(job.account_id().to_string())
+        .bind(job.kind())
+        .bind(timestamp(now))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// How an attempt ended, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Done; `effect` is the key of the side effect it completed, if it had one.
+    Succeeded { effect: Option<String> },
+    /// Failed; tried again at `retry_at`.
+    WillRetry {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
+    /// Failed for good.
+    Failed { error: String },
+}
+
+/// Records an attempt: its stages and ending on the report, the completed effect, and for a
+/// retry the queue's `run_at`, all in one transaction.
+pub async fn record_attempt(
+    db: &Database,
+    id: Ulid,
+    stages: &[StageReport],
+    ending: &Ending,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let (status, error, retry_at) = match ending {
+        Ending::Succeeded { .. } => ("succeeded", None, None),
+        Ending::WillRetry { error, retry_at } => ("queued", Some(error), Some(*retry_at)),
+        Ending::Failed { error } => ("failed", Some(error), None),
+    };
+    let finished_at = (status != "queued").then(|| timestamp(now));
+    let mut tx = db.begin_write().await?;
+    sqlx::query(
+        "UPDATE job_reports SET status = $1, attempts = attempts + 1, stages = $2, error = $3, \
+         retry_at = $4, finished_at = $5 WHERE job_id = $6",
+    )
+    .bind(status)
+    .bind(serde_json::to_string(stages).expect("stages serialize"))
+    .bind(error.map(String::as_str))
+    .bind(retry_at.map(timestamp))
+    .bind(finished_at)
+    .bind(id.to_string())
+    .execute(&mut *tx)
+    .await?;
+    if let Ending::Succeeded {
+        effect: Some(effect),
+    } = ending
+    {
+        sqlx::query(
+            "INSERT INTO job_effects (effect_key, job_id, completed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (effect_key) DO NOTHING",
+        )
+        .bind(effect)
+        .bind(id.to_string())
+        .bind(timestamp(now))
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some(retry_at) = retry_at {
+        let postpone = match db.backend {
+            Backend::Sqlite => "UPDATE Jobs SET run_at = $1 WHERE id = $2",
+            Backend::Postgres => "UPDATE apalis.jobs SET run_at = to_timestamp($1) WHERE id = $2",
+        };
+        sqlx::query(postpone)
+            .bind(retry_at.timestamp())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// The attempts recorded so far.
+pub async fn attempts_so_far(db: &Database, id: Ulid) -> Result<u32, sqlx::Error> {
+    let attempts: Option<i64> =
+        sqlx::query_scalar("SELECT attempts FROM job_reports WHERE job_id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(attempts.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+}
+
+/// When the effect under `key` completed, if it did.
+pub async fn effect_completed_at(db: &Database, key: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT completed_at FROM job_effects WHERE effect_key = $1")
+        .bind(key)
+        .fetch_optional(&db.pool)
+        .await
+}
+
+/// A job as its account sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: String,
+    pub kind: String,
+    /// `queued`, `running`, `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    /// When a failed attempt will be tried again.
+    pub retry_at: Option<String>,
+    pub stages: Vec<StageReport>,
+    pub error: Option<String>,
+}
+
+/// Which of an account's jobs to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    /// Only jobs older than this id (the previous page's last).
+    pub before: Option<String>,
+    pub limit: i64,
+}
+
+/// The report joined with the queue's own status: a job apalis is running shows `running`,
+/// unless its report says it waits for a retry (apalis has not heard of the failure yet).
+/// The current time is bound as `now_parameter`.
+fn select_views(backend: Backend, now_parameter: &str) -> String {
+    let queue_table = match backend {
+        Backend::Sqlite => "Jobs",
+        Backend::Postgres => "apalis.jobs",
+    };
+    format!(
+        "SELECT * FROM (SELECT r.job_id, r.kind, CASE WHEN r.status = 'queued' \
+         AND q.status = 'Running' AND COALESCE(r.retry_at, '') <= {now_parameter} \
+         THEN 'running' ELSE r.status END AS status, r.attempts, r.created_at, r.finished_at, \
+         r.retry_at, r.stages, r.error, r.account_id \
+         FROM job_reports r LEFT JOIN {queue_table} q ON q.id = r.job_id) AS v "
+    )
+}
+
+/// One of the account's jobs; another account's id finds nothing.
+pub async fn find(
+    db: &Database,
+    account: AccountId,
+    id: &str,
+) -> Result<Option<JobView>, sqlx::Error> {
+    let sql = format!(
+        "{} WHERE v.account_id = $1 AND v.job_id = $2",
+        select_views(db.backend, "$3")
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(account.to_string())
+        .bind(id)
+        .bind(timestamp(Utc::now()))
+        .fetch_optional(&db.pool)
+        .await?;
+    row.as_ref().map(view).transpose()
+}
+
+/// The account's jobs, newest first.
+pub async fn list(
+    db: &Database,
+    account: AccountId,
+    filter: &JobFilter,
+) -> Result<Vec<JobView>, sqlx::Error> {
+    let sql = format!(
+        "{} WHERE v.account_id = $1 AND ($2 IS NULL OR v.kind = $2) \
+         AND ($3 IS NULL OR v.status = $3) AND v.job_id < COALESCE($4, '~') \
+         ORDER BY v.job_id DESC LIMIT $5",
+        select_views(db.backend, "$6")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(account.to_string())
+        .bind(filter.kind.as_deref())
+        .bind(filter.status.as_deref())
+        .bind(filter.before.as_deref())
+        .bind(filter.limit)
+        .bind(timestamp(Utc::now()))
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter().map(view).collect()
+}
+
+fn view(row: &AnyRow) -> Result<JobView, sqlx::Error> {
+    let stages: String = row.try_get("stages")?;
+    Ok(JobView {
+        id: row.try_get("job_id")?,
+        kind: row.try_get("kind")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+        retry_at: row.try_get("retry_at")?,
+        stages: serde_json::from_str(&stages).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        error: row.try_get("error")?,
+    })
+}
+
+/// RFC 3339 UTC with milliseconds: sorts as text, reads as a time.
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
