@@ -14,6 +14,7 @@ CREATE TABLE job_reports (
     status       TEXT   NOT NULL,
     attempts     BIGINT NOT NULL DEFAULT 0,
     created_at   TEXT   NOT NULL,
+    started_at   TEXT,                 -- when the first attempt started
     finished_at  TEXT,
     retry_at     TEXT,                 -- when a failed attempt will be retried
     stages       TEXT   NOT NULL DEFAULT '[]',

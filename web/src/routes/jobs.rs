@@ -65,6 +65,8 @@ struct Job {
     /// Attempts made so far.
     attempts: i64,
     created_at: String,
+    /// When the first attempt started.
+    started_at: Option<String>,
     finished_at: Option<String>,
     /// When a failed attempt will be tried again.
     retry_at: Option<String>,
@@ -82,6 +84,7 @@ impl From<JobView> for Job {
             status: view.status,
             attempts: view.attempts,
             created_at: view.created_at,
+            started_at: view.started_at,
             finished_at: view.finished_at,
             retry_at: view.retry_at,
             stages: view

@@ -184,6 +184,7 @@ fn commits(
 /// One attempt at one job, recorded on its report. An error tells apalis the attempt
 /// failed; an [`AbortError`] that the job is over.
 async fn handle(payload: Value, id: TaskId, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
+    let started = Utc::now();
     let id: Ulid = id.to_string().parse()?;
     let Shared { db, context } = shared.as_ref();
     let job: Job = match serde_json::from_value(payload) {
@@ -193,7 +194,7 @@ async fn handle(payload: Value, id: TaskId, shared: Data<Arc<Shared>>) -> Result
             let ending = Ending::Failed {
                 error: error.clone(),
             };
-            store::record_attempt(db, id, &[], &ending, Utc::now()).await?;
+            store::record_attempt(db, id, started, &[], &ending, Utc::now()).await?;
             return Err(AbortError::new(error).into());
         }
     };
@@ -209,7 +210,7 @@ async fn handle(payload: Value, id: TaskId, shared: Data<Arc<Shared>>) -> Result
             detail: format!("completed at {completed_at}; not repeated"),
         };
         let ending = Ending::Succeeded { effect: None };
-        store::record_attempt(db, id, &[stage], &ending, Utc::now()).await?;
+        store::record_attempt(db, id, started, &[stage], &ending, Utc::now()).await?;
         return Ok(());
     }
     let persistence = job.persistence();
@@ -239,7 +240,7 @@ async fn handle(payload: Value, id: TaskId, shared: Data<Arc<Shared>>) -> Result
             error: failure.message,
         },
     };
-    store::record_attempt(db, id, &performed.stages, &ending, now).await?;
+    store::record_attempt(db, id, started, &performed.stages, &ending, now).await?;
     match ending {
         Ending::Succeeded { .. } => Ok(()),
         Ending::WillRetry { error, .. } => Err(error.into()),

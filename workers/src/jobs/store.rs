@@ -87,11 +87,12 @@ pub enum Ending {
     Failed { error: String },
 }
 
-/// Records an attempt: its stages and ending on the report, the completed effect, and for a
-/// retry the queue's `run_at`, all in one transaction.
+/// Records an attempt that started at `started`: its stages and ending on the report, the
+/// completed effect, and for a retry the queue's `run_at`, all in one transaction.
 pub async fn record_attempt(
     db: &Database,
     id: Ulid,
+    started: DateTime<Utc>,
     stages: &[StageReport],
     ending: &Ending,
     now: DateTime<Utc>,
@@ -105,7 +106,8 @@ pub async fn record_attempt(
     let mut tx = db.begin_write().await?;
     sqlx::query(
         "UPDATE job_reports SET status = $1, attempts = attempts + 1, stages = $2, error = $3, \
-         retry_at = $4, finished_at = $5 WHERE job_id = $6",
+         retry_at = $4, finished_at = $5, started_at = COALESCE(started_at, $7) \
+         WHERE job_id = $6",
     )
     .bind(status)
     .bind(serde_json::to_string(stages).expect("stages serialize"))
@@ -113,6 +115,7 @@ pub async fn record_attempt(
     .bind(retry_at.map(timestamp))
     .bind(finished_at)
     .bind(id.to_string())
+    .bind(timestamp(started))
     .execute(&mut *tx)
     .await?;
     if let Ending::Succeeded {
@@ -170,6 +173,7 @@ pub struct JobView {
     pub status: String,
     pub attempts: i64,
     pub created_at: String,
+    pub started_at: Option<String>,
     pub finished_at: Option<String>,
     /// When a failed attempt will be tried again.
     pub retry_at: Option<String>,
@@ -198,7 +202,7 @@ fn select_views(backend: Backend, now_parameter: &str) -> String {
     format!(
         "SELECT * FROM (SELECT r.job_id, r.kind, CASE WHEN r.status = 'queued' \
          AND q.status = 'Running' AND COALESCE(r.retry_at, '') <= {now_parameter} \
-         THEN 'running' ELSE r.status END AS status, r.attempts, r.created_at, r.finished_at, \
+         THEN 'running' ELSE r.status END AS status, r.attempts, r.created_at, r.started_at, r.finished_at, \
          r.retry_at, r.stages, r.error, r.account_id \
          FROM job_reports r LEFT JOIN {queue_table} q ON q.id = r.job_id) AS v "
     )
@@ -255,6 +259,7 @@ fn view(row: &AnyRow) -> Result<JobView, sqlx::Error> {
         status: row.try_get("status")?,
         attempts: row.try_get("attempts")?,
         created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         retry_at: row.try_get("retry_at")?,
         stages: serde_json::from_str(&stages).map_err(|e| sqlx::Error::Decode(e.into()))?,
