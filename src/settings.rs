@@ -65,6 +65,11 @@ pub struct WorkerSettings {
     #[arg(long, env = "SWITCHYARD_WORKER_CONCURRENCY", default_value_t = 16)]
     pub worker_concurrency: usize,
 
+    /// Seconds between a worker's heartbeats. A worker silent for three of them is presumed
+    /// dead, and the jobs it held are queued again.
+    #[arg(long, env = "SWITCHYARD_WORKER_HEARTBEAT_SECS", default_value_t = 5)]
+    pub worker_heartbeat_secs: u64,
+
     /// A certificate authority (PEM or DER file) that SMTP connections trust besides the
     /// public ones, for a mail relay with a private CA.
     #[arg(long, env = "SWITCHYARD_SMTP_CA_FILE")]
@@ -83,6 +88,7 @@ impl WorkerSettings {
         };
         let workers = run_workers.then(|| WorkerOptions {
             concurrency: self.worker_concurrency.max(1),
+            heartbeat: std::time::Duration::from_secs(self.worker_heartbeat_secs.max(1)),
             ..WorkerOptions::default()
         });
         Ok(ServiceOptions {
