@@ -159,7 +159,18 @@ async fn every_endpoint_answers_each_caller_as_its_rule_says(backend: Backend) {
         tokens.push((caller, token));
     }
 
+    // A job of the first account: a Test Email to a server that is not there.
+    let smtp = json!({"from_address": "noc@acme.example.com", "host": "127.0.0.1", "port": 9,
+                      "security": "none"});
+    assert_eq!(app.put("/v1/account/smtp", &smtp).await.status(), StatusCode::OK);
+    let (status, accepted) = app
+        .admin(Method::POST, "/v1/account/smtp/test", None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let job = accepted["job_id"].as_str().unwrap().to_owned();
+
     let invalid = json!({"name": ""});
+    let invalid_to = json!({"to": "nobody"});
     let endpoints = [
         endpoint(Method::GET, "/healthz", Rule::Public),
         endpoint(Method::GET, "/readyz", Rule::Public),
@@ -181,6 +192,10 @@ async fn every_endpoint_answers_each_caller_as_its_rule_says(backend: Backend) {
         endpoint(Method::PUT, "/v1/account/smtp", Rule::Section).body(invalid.clone()),
         endpoint(Method::GET, "/v1/account/sms", Rule::Section),
         endpoint(Method::PUT, "/v1/account/sms", Rule::Section).body(invalid.clone()),
+        endpoint(Method::POST, "/v1/account/smtp/test", Rule::Section).body(invalid_to.clone()),
+        endpoint(Method::POST, "/v1/account/sms/test", Rule::Section).body(invalid_to.clone()),
+        endpoint(Method::GET, "/v1/jobs", Rule::Section),
+        endpoint(Method::GET, "/v1/jobs/{id}", Rule::Section).at(format!("/v1/jobs/{job}")),
         endpoint(Method::GET, "/v1/audit", Rule::Section),
         endpoint(Method::GET, "/v1/users", Rule::Section),
         endpoint(Method::POST, "/v1/users", Rule::Section).body(invalid.clone()),
