@@ -238,8 +238,8 @@ pub async fn run_worker_process(
 /// How often expired operational state is deleted.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Keeps the login-throttle and idempotency tables from growing with every email ever tried
-/// and every key ever sent.
+/// Keeps the login-throttle, idempotency and job tables from growing with every email ever
+/// tried, every key ever sent and every job ever run.
 async fn prune_operational_state(state: AppState, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(PRUNE_INTERVAL);
     loop {
@@ -252,6 +252,9 @@ async fn prune_operational_state(state: AppState, shutdown: CancellationToken) {
                 }
                 if let Err(error) = idempotency::prune(&state.db, now).await {
                     tracing::warn!(%error, "pruning idempotency keys failed");
+                }
+                if let Err(error) = jobs::store::prune(&state.db, now).await {
+                    tracing::warn!(%error, "pruning finished jobs failed");
                 }
             }
         }

@@ -13,6 +13,7 @@ use common::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use switchyard_workers::jobs::store;
 
 on_both_backends!(
     test_email_arrives_and_its_stages_are_recorded,
@@ -24,6 +25,7 @@ on_both_backends!(
     security_changes_are_told_to_the_user,
     alerts_without_smtp_fail_once_with_the_reason,
     jobs_are_the_accounts_own,
+    finished_jobs_are_pruned_after_their_retention,
 );
 
 const SMTP_USER: &str = "noc";
@@ -525,4 +527,56 @@ async fn jobs_are_the_accounts_own(backend: Backend) {
         .send(Method::GET, "/v1/jobs?status=exploded", &app.token, None)
         .await;
     assert_eq!(common::expect_invalid_fields(response).await, ["status"]);
+}
+
+async fn finished_jobs_are_pruned_after_their_retention(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let server = SmtpServer::start(server_with_login()).await;
+    save_smtp(&app, &smtp_settings(server.port(), SMTP_PASSWORD)).await;
+    let id = request_test(&app, "/v1/account/smtp/test", None).await;
+    wait_for_job(&app, &id, finished).await;
+
+    let db = &app.service.state.db;
+    let (queue, done) = match backend {
+        Backend::Sqlite => (
+            "SELECT COUNT(*) FROM Jobs",
+            "SELECT COUNT(*) FROM Jobs WHERE status = 'Done'",
+        ),
+        Backend::Postgres => (
+            "SELECT COUNT(*) FROM apalis.jobs",
+            "SELECT COUNT(*) FROM apalis.jobs WHERE status = 'Done'",
+        ),
+    };
+    // apalis acknowledges the job just after its report is written.
+    for _ in 0..100 {
+        let acknowledged: i64 = sqlx::query_scalar(done).fetch_one(&db.pool).await.unwrap();
+        if acknowledged == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let now = chrono::Utc::now();
+    store::prune(db, now).await.unwrap();
+    let (status, _) = app
+        .admin(Method::GET, &format!("/v1/jobs/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "kept within the retention");
+
+    store::prune(db, now + store::RETENTION + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    let (status, _) = app
+        .admin(Method::GET, &format!("/v1/jobs/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for table in ["job_reports", "job_effects"] {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{table}");
+    }
+    let left: i64 = sqlx::query_scalar(queue).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(left, 0, "the queue's rows");
 }

@@ -271,3 +271,36 @@ fn view(row: &AnyRow) -> Result<JobView, sqlx::Error> {
 fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// Finished jobs are kept this long: their reports, queue rows and effects.
+pub const RETENTION: chrono::Duration = chrono::Duration::days(30);
+
+/// Deletes what finished before `now - RETENTION`. An effect goes with its job: a job that
+/// is gone from the queue cannot run again.
+pub async fn prune(db: &Database, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let cutoff = now - RETENTION;
+    let finished_queue_rows = match db.backend {
+        Backend::Sqlite => {
+            "DELETE FROM Jobs WHERE status IN ('Done', 'Killed') AND done_at < $1"
+        }
+        Backend::Postgres => {
+            "DELETE FROM apalis.jobs WHERE status IN ('Done', 'Killed') \
+             AND done_at < to_timestamp($1)"
+        }
+    };
+    let mut tx = db.begin_write().await?;
+    sqlx::query(finished_queue_rows)
+        .bind(cutoff.timestamp())
+        .execute(&mut *tx)
+        .await?;
+    for sql in [
+        "DELETE FROM job_reports WHERE finished_at < $1",
+        "DELETE FROM job_effects WHERE completed_at < $1",
+    ] {
+        sqlx::query(sql)
+            .bind(timestamp(cutoff))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
