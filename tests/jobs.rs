@@ -26,6 +26,7 @@ on_both_backends!(
     alerts_without_smtp_fail_once_with_the_reason,
     jobs_are_the_accounts_own,
     finished_jobs_are_pruned_after_their_retention,
+    shutdown_lets_a_running_job_finish,
 );
 
 const SMTP_USER: &str = "noc";
@@ -579,4 +580,47 @@ async fn finished_jobs_are_pruned_after_their_retention(backend: Backend) {
     }
     let left: i64 = sqlx::query_scalar(queue).fetch_one(&db.pool).await.unwrap();
     assert_eq!(left, 0, "the queue's rows");
+}
+
+async fn shutdown_lets_a_running_job_finish(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let server = SmtpServer::start(ServerOptions {
+        data_delay: Some(Duration::from_millis(1000)),
+        ..server_with_login()
+    })
+    .await;
+    save_smtp(&app, &smtp_settings(server.port(), SMTP_PASSWORD)).await;
+    let id = request_test(&app, "/v1/account/smtp/test", None).await;
+    // The message is with the server, which has not answered yet: the job is running.
+    for _ in 0..1000 {
+        if !server.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, job) = app.admin(Method::GET, &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(server.received().len(), 1, "the job started: {job}");
+
+    let TestApp {
+        service, database, ..
+    } = app;
+    let db = service.state.db.clone();
+    let account = jobs_account(&db).await;
+    service.shutdown().await.unwrap();
+    let job = store::find(&db, account, &id).await.unwrap().unwrap();
+    assert_eq!(
+        job.status, "succeeded",
+        "finished before shutdown returned: {job:?}"
+    );
+    assert_eq!(server.received().len(), 1);
+    drop(database);
+}
+
+/// The account that owns the jobs (the only one).
+async fn jobs_account(db: &switchyard_command::Database) -> switchyard_command::domain::AccountId {
+    let account: String = sqlx::query_scalar("SELECT account_id FROM job_reports")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    switchyard_command::domain::AccountId::parse(&account).unwrap()
 }

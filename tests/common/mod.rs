@@ -6,8 +6,9 @@ pub mod smtp_server;
 
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
-use switchyard::service::{AdminCredentials, Service, open_database};
+use switchyard::service::{AdminCredentials, Service, ServiceOptions, open_database};
 use switchyard_command::{Database, secrets::SecretKeyring};
+use switchyard_workers::jobs::WorkerOptions;
 use tokio::net::TcpListener;
 
 pub const POSTGRES_URL_VAR: &str = "SWITCHYARD_TEST_POSTGRES_URL";
@@ -107,15 +108,29 @@ pub fn test_keyring() -> SecretKeyring {
 }
 
 impl TestApp {
-    /// A fresh database, the service on port 0, the first account opened and its
-    /// administrator logged in.
+    /// A fresh database, the service on port 0 with its job workers, the first account
+    /// opened and its administrator logged in.
     pub async fn spawn(backend: Backend) -> Self {
+        let options = ServiceOptions {
+            workers: Some(WorkerOptions::default()),
+            smtp_extra_root: None,
+        };
+        Self::spawn_with(backend, options, test_keyring()).await
+    }
+
+    /// As [`TestApp::spawn`], with the given service options (e.g. no workers, when a
+    /// `switchyard worker` process runs them) and secrets keyring.
+    pub async fn spawn_with(
+        backend: Backend,
+        options: ServiceOptions,
+        keyring: SecretKeyring,
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter("error")
             .try_init();
         let database = TestDatabase::new(backend).await;
-        let mut service = Service::start(database.open().await, test_keyring())
+        let mut service = Service::start_with(database.open().await, keyring, options)
             .await
             .unwrap();
         service

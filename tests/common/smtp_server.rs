@@ -5,6 +5,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
@@ -76,6 +77,9 @@ pub struct ServerOptions {
     pub auth_mechanisms: &'static str,
     /// Answered `550 5.1.1` at RCPT TO.
     pub refused_recipients: Vec<String>,
+    /// How long the server takes to answer the end of DATA. The message is recorded before
+    /// the wait: a sender that dies meanwhile has handed it over without hearing so.
+    pub data_delay: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -85,6 +89,7 @@ impl Default for ServerOptions {
             credentials: None,
             auth_mechanisms: "PLAIN LOGIN",
             refused_recipients: Vec::new(),
+            data_delay: None,
         }
     }
 }
@@ -287,6 +292,9 @@ impl<'a> Session<'a> {
                     reply(&mut stream, "354 End data with <CR><LF>.<CR><LF>").await?;
                     let data = read_data(&mut stream).await?;
                     self.record(data);
+                    if let Some(delay) = self.options.data_delay {
+                        tokio::time::sleep(delay).await;
+                    }
                     "250 2.0.0 Ok: queued as TEST1".to_owned()
                 }
                 "RSET" => {
