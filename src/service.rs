@@ -81,8 +81,8 @@ pub async fn create_account(
     })
 }
 
-/// What runs beside the projections in a service process.
-#[derive(Debug, Clone, Default)]
+/// What runs beside the projections in a service process. The default runs the job workers.
+#[derive(Debug, Clone)]
 pub struct ServiceOptions {
     /// The job workers, unless they run in processes of their own (`switchyard worker`).
     pub workers: Option<WorkerOptions>,
@@ -100,15 +100,20 @@ pub struct Service {
     workers: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            workers: Some(WorkerOptions::default()),
+            smtp_extra_root: None,
+        }
+    }
+}
+
 impl Service {
     /// Starts everything but HTTP, workers included, on an open (migrated) database.
     /// `secrets` seals the secrets the service keeps (TOTP seeds, SMTP passwords, …).
     pub async fn start(db: Database, secrets: SecretKeyring) -> anyhow::Result<Self> {
-        let options = ServiceOptions {
-            workers: Some(WorkerOptions::default()),
-            smtp_extra_root: None,
-        };
-        Self::start_with(db, secrets, options).await
+        Self::start_with(db, secrets, ServiceOptions::default()).await
     }
 
     pub async fn start_with(

@@ -9,10 +9,12 @@ use std::time::Duration;
 use common::{
     ADMIN_EMAIL, Backend, TestApp, USER_PASSWORD, expect_problem, login,
     sms_fake::SmsFake,
-    smtp_server::{ServerOptions, SmtpServer},
+    smtp_server::{ServerOptions, ServerTls, SmtpServer, TestPki},
+    test_keyring,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use switchyard::service::ServiceOptions;
 use switchyard_workers::jobs::store;
 
 on_both_backends!(
@@ -27,6 +29,7 @@ on_both_backends!(
     jobs_are_the_accounts_own,
     finished_jobs_are_pruned_after_their_retention,
     shutdown_lets_a_running_job_finish,
+    a_private_ca_set_for_the_workers_secures_starttls,
 );
 
 const SMTP_USER: &str = "noc";
@@ -598,7 +601,9 @@ async fn shutdown_lets_a_running_job_finish(backend: Backend) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (_, job) = app.admin(Method::GET, &format!("/v1/jobs/{id}"), None).await;
+    let (_, job) = app
+        .admin(Method::GET, &format!("/v1/jobs/{id}"), None)
+        .await;
     assert_eq!(server.received().len(), 1, "the job started: {job}");
 
     let TestApp {
@@ -623,4 +628,33 @@ async fn jobs_account(db: &switchyard_command::Database) -> switchyard_command::
         .await
         .unwrap();
     switchyard_command::domain::AccountId::parse(&account).unwrap()
+}
+
+async fn a_private_ca_set_for_the_workers_secures_starttls(backend: Backend) {
+    let pki = TestPki::generate();
+    let options = ServiceOptions {
+        smtp_extra_root: Some(pki.ca_pem.clone()),
+        ..ServiceOptions::default()
+    };
+    let app = TestApp::spawn_with(backend, options, test_keyring()).await;
+    let server = SmtpServer::start(ServerOptions {
+        tls: ServerTls::StartTls(pki.server_config.clone()),
+        ..server_with_login()
+    })
+    .await;
+    let mut settings = smtp_settings(server.port(), SMTP_PASSWORD);
+    settings["host"] = json!("localhost");
+    settings["security"] = json!("starttls");
+    save_smtp(&app, &settings).await;
+
+    let id = request_test(&app, "/v1/account/smtp/test", None).await;
+    let job = wait_for_job(&app, &id, finished).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        stage_names(&job),
+        ["connect", "tls", "auth", "mail_from", "rcpt_to", "data"]
+    );
+    let tls = job["stages"][1]["detail"].as_str().unwrap();
+    assert!(tls.ends_with("certificate verified for localhost"), "{tls}");
+    assert!(server.received()[0].over_tls);
 }

@@ -135,7 +135,7 @@ async fn a_killed_worker_strands_no_job_and_resends_no_recorded_email(backend: B
     let keyring = SecretKeyring::from_config(&secrets_keys).unwrap();
     let no_workers = ServiceOptions {
         workers: None,
-        smtp_extra_root: None,
+        ..ServiceOptions::default()
     };
     let app = TestApp::spawn_with(backend, no_workers, keyring).await;
     let db = app.service.state.db.clone();

@@ -8,7 +8,6 @@ use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 use switchyard::service::{AdminCredentials, Service, ServiceOptions, open_database};
 use switchyard_command::{Database, secrets::SecretKeyring};
-use switchyard_workers::jobs::WorkerOptions;
 use tokio::net::TcpListener;
 
 pub const POSTGRES_URL_VAR: &str = "SWITCHYARD_TEST_POSTGRES_URL";
@@ -111,11 +110,7 @@ impl TestApp {
     /// A fresh database, the service on port 0 with its job workers, the first account
     /// opened and its administrator logged in.
     pub async fn spawn(backend: Backend) -> Self {
-        let options = ServiceOptions {
-            workers: Some(WorkerOptions::default()),
-            smtp_extra_root: None,
-        };
-        Self::spawn_with(backend, options, test_keyring()).await
+        Self::spawn_with(backend, ServiceOptions::default(), test_keyring()).await
     }
 
     /// As [`TestApp::spawn`], with the given service options (e.g. no workers, when a
