@@ -65,9 +65,18 @@ impl ProjectionError {
 
 /// Every projection the service runs, in the order replay rebuilds them.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
+    with_audit(AuditProjection::default())
+}
+
+/// Every projection, as a rebuild from empty read models runs them.
+pub(crate) fn rebuilding() -> Vec<std::sync::Arc<dyn Projection>> {
+    with_audit(AuditProjection::rebuilding())
+}
+
+fn with_audit(audit: AuditProjection) -> Vec<std::sync::Arc<dyn Projection>> {
     vec![
         std::sync::Arc::new(ConfigProjection),
         std::sync::Arc::new(UsersProjection),
-        std::sync::Arc::new(AuditProjection),
+        std::sync::Arc::new(audit),
     ]
 }

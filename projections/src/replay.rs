@@ -18,7 +18,7 @@ pub async fn rebuild_all(
     db: &Database,
     mut progress: impl FnMut(i64),
 ) -> Result<(), ProjectionError> {
-    let projections = crate::all();
+    let projections = crate::rebuilding();
     reset(db, &projections).await?;
     let read_batch = |after: i64| {
         let db = db.clone();

@@ -1,7 +1,10 @@
 //! The audit log: one entry per event, with who, when, from where, a one-line summary and
 //! field-level `from → to` changes. Secret fields never reach it: they show as `***`.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
 
 use futures::{FutureExt, future::BoxFuture};
 use serde_json::{Map, Value, json};
@@ -14,7 +17,22 @@ use crate::{
     bulk::{Param, insert_rows},
 };
 
-pub struct AuditProjection;
+#[derive(Default)]
+pub struct AuditProjection {
+    /// A rebuild's section values so far. A rebuild starts from empty tables it alone writes,
+    /// so it keeps them in memory instead of reading them back every batch; the live
+    /// projection reads them, since another process may have moved them.
+    rebuilt_sections: Option<Mutex<Sections>>,
+}
+
+impl AuditProjection {
+    /// The projection for a rebuild, which must start from empty audit tables.
+    pub(crate) fn rebuilding() -> Self {
+        Self {
+            rebuilt_sections: Some(Mutex::default()),
+        }
+    }
+}
 
 /// Field names whose values are secrets, wherever they appear.
 const SECRET_FIELDS: &[&str] = &[
@@ -73,7 +91,10 @@ impl Projection for AuditProjection {
                 .iter()
                 .map(|event| describe(event).map_err(ProjectionError::decode(event)))
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut sections = previous_sections(conn, events).await?;
+            let mut sections = match &self.rebuilt_sections {
+                Some(kept) => std::mem::take(&mut *kept.lock().expect("not poisoned")),
+                None => previous_sections(conn, events).await?,
+            };
             let mut touched = HashSet::new();
             let mut entries = Vec::with_capacity(events.len());
             for (event, described) in events.iter().zip(described) {
@@ -102,7 +123,7 @@ impl Projection for AuditProjection {
             let remembered = touched
                 .into_iter()
                 .map(|key| {
-                    let data = Value::Object(sections.remove(&key).unwrap_or_default()).to_string();
+                    let data = serde_json::to_string(&sections[&key]).expect("JSON serializes");
                     vec![key.0.into(), key.1.into(), data.into()]
                 })
                 .collect();
@@ -114,6 +135,9 @@ impl Projection for AuditProjection {
                 remembered,
             )
             .await?;
+            if let Some(kept) = &self.rebuilt_sections {
+                *kept.lock().expect("not poisoned") = sections;
+            }
             Ok(())
         }
         .boxed()
