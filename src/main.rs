@@ -76,6 +76,9 @@ enum BenchSuite {
     Log(bench::event_log::Options),
     /// Logins per second, the per-request permission check, paging a large user list.
     Identity(bench::identity::Options),
+    /// Jobs per second through the dispatcher and workers, no-op and test emails, and the
+    /// time from an event's append to its job's start.
+    Jobs(bench::jobs::Options),
 }
 
 #[derive(Subcommand)]
@@ -226,6 +229,29 @@ async fn main() -> anyhow::Result<()> {
                     time / pages.max(1) as u32
                 );
             }
+        }
+        Command::Bench(BenchSuite::Jobs(options)) => {
+            let report = bench::jobs::run(db, &options, cli.database.keyring()?).await?;
+            for (what, unit, measured) in [
+                ("no-op jobs", "jobs/s", &report.noop),
+                ("test emails", "emails/s", &report.emails),
+            ] {
+                println!(
+                    "{what}: {} with {} callers in {:.2?} = {:.0} {unit}; \
+                     append→start median {:.1?}, p99 {:.1?}",
+                    measured.jobs,
+                    options.callers,
+                    measured.time,
+                    measured.per_second(),
+                    measured.start_median,
+                    measured.start_p99
+                );
+            }
+            println!(
+                "lone no-op jobs: {} one at a time; append→start median {:.1?}, p99 {:.1?}",
+                report.lone_noop.jobs, report.lone_noop.start_median, report.lone_noop.start_p99
+            );
+            print_peak_memory(report.peak_rss_kib);
         }
     }
     Ok(())

@@ -162,10 +162,11 @@ async fn every_endpoint_answers_each_caller_as_its_rule_says(backend: Backend) {
     // A job of the first account: a Test Email to a server that is not there.
     let smtp = json!({"from_address": "noc@acme.example.com", "host": "127.0.0.1", "port": 9,
                       "security": "none"});
-    assert_eq!(app.put("/v1/account/smtp", &smtp).await.status(), StatusCode::OK);
-    let (status, accepted) = app
-        .admin(Method::POST, "/v1/account/smtp/test", None)
-        .await;
+    assert_eq!(
+        app.put("/v1/account/smtp", &smtp).await.status(),
+        StatusCode::OK
+    );
+    let (status, accepted) = app.admin(Method::POST, "/v1/account/smtp/test", None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let job = accepted["job_id"].as_str().unwrap().to_owned();
 

@@ -605,6 +605,8 @@ async fn shutdown_lets_a_running_job_finish(backend: Backend) {
         .admin(Method::GET, &format!("/v1/jobs/{id}"), None)
         .await;
     assert_eq!(server.received().len(), 1, "the job started: {job}");
+    assert_eq!(job["status"], "running", "{job}");
+    assert_eq!(job["attempts"], 1, "counted when it starts");
 
     let TestApp {
         service, database, ..

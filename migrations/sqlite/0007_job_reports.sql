@@ -4,8 +4,8 @@
 -- replay leaves them alone (re-running a side effect is never a rebuild).
 
 -- One row per job, written by the dispatcher in the transaction that queues the job, then
--- after each attempt by the worker. `status` is ours: queued, succeeded or failed (running
--- is read from the queue). `stages` is the last attempt's JSON array of
+-- by the worker when an attempt starts (running, attempts + 1) and when it ends (queued
+-- again for a retry, succeeded or failed). `stages` is the last attempt's JSON array of
 -- {stage, ok, detail}.
 CREATE TABLE job_reports (
     job_id       TEXT   PRIMARY KEY,   -- the apalis job id (a ULID)

@@ -2,6 +2,8 @@
 
 pub mod event_log;
 pub mod identity;
+pub mod jobs;
+mod smtp_sink;
 
 /// Peak resident memory of this process (Linux `VmHWM`).
 pub fn peak_rss_kib() -> Option<u64> {

@@ -10,6 +10,10 @@
 //!   inside [`handle`], which records it as a failed attempt;
 //! - an idle worker only looks for jobs at its heartbeat: it is woken when the dispatcher
 //!   commits (in this process) and polls every [`POLL_INTERVAL`] (for other processes);
+//! - a worker with fetched jobs waiting for a free slot sends no heartbeat: queues whose
+//!   jobs can be slow fetch one job at a time ([`batch_size`]);
+//! - apalis-sqlite's acknowledgement walks every job a worker ever locked unless SQLite
+//!   knows `lock_by` is not selective ([`seed_lock_by_statistics`]);
 //! - any backend error (a busy database, a lost connection) ends a worker: the monitor
 //!   restarts it, under a new name (SQLite refuses a name seen in the last heartbeat);
 //! - a payload that does not decode would end the worker and strand its batch: payloads are
@@ -102,7 +106,8 @@ pub async fn run_workers(
                     let config = <$config>::default()
                         .queue(queue.name())
                         .heartbeat_interval(options.heartbeat)
-                        .missed_heartbeats(3);
+                        .missed_heartbeats(3)
+                        .batch_size(batch_size(queue, options.concurrency));
                     let storage = $storage::<Value>::new(&pool)
                         .with_config(config)
                         .poll_with_strategy(wake_strategy(dispatched.clone()));
@@ -144,9 +149,26 @@ pub async fn run_workers(
     Ok(())
 }
 
+/// Jobs a worker fetches at once. apalis 1.0 neither heartbeats nor records starts and ends
+/// while fetched jobs wait for a free slot (`poll_ready` skips both in its `Buffered`
+/// state): a worker whose slots are all taken by slow jobs (a mail server answering slowly)
+/// would look dead to the other workers after three heartbeats, and they would run its
+/// waiting jobs a second time, sending those emails twice. Queues whose jobs can be slow
+/// therefore fetch one job when a slot is free. No-op jobs cannot hold a slot: that queue
+/// fetches a full round and the next (`bench jobs`: 30–50% more jobs/s than apalis'
+/// default of 10).
+fn batch_size(queue: Queue, concurrency: usize) -> usize {
+    match queue {
+        Queue::Email | Queue::Sms => 1,
+        Queue::Noop => concurrency * 2,
+    }
+}
+
 /// The typed pool apalis-sqlite needs, on the event log's file with its settings.
 async fn sqlite_pool(db: &Database) -> anyhow::Result<sqlx::SqlitePool> {
     use sqlx::Executor;
+    // Before the pool opens: a connection reads the statistics when it loads the schema.
+    seed_lock_by_statistics(db).await?;
     Ok(sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(4)
         .after_connect(|conn, _| {
@@ -157,6 +179,28 @@ async fn sqlite_pool(db: &Database) -> anyhow::Result<sqlx::SqlitePool> {
         })
         .connect(db.url())
         .await?)
+}
+
+/// apalis-sqlite acknowledges finished jobs with `UPDATE Jobs … FROM json_each(?1) … WHERE
+/// Jobs.lock_by = ?2`. Without statistics SQLite takes `lock_by = ?` for selective, walks every
+/// job the worker has ever locked (finished ones keep `lock_by`) and parses the batch's JSON
+/// again for each: quadratic in the jobs a worker has run (`bench jobs`: 229 no-op jobs/s, half
+/// the CPU in SQLite's JSON parser). The planner is told what ANALYZE would find, that a
+/// `lock_by` value is shared by many jobs, and looks each acknowledged id up by key instead.
+/// Figures from a real ANALYZE are left alone.
+async fn seed_lock_by_statistics(db: &Database) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin_write().await?;
+    // Creates `sqlite_stat1` when it is missing, and analyses no table.
+    sqlx::query("ANALYZE sqlite_schema")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO sqlite_stat1 (tbl, idx, stat) SELECT 'Jobs', 'LIdx', '100000 10000' \
+         WHERE NOT EXISTS (SELECT 1 FROM sqlite_stat1 WHERE tbl = 'Jobs' AND idx = 'LIdx')",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Look for jobs when the dispatcher commits, and every [`POLL_INTERVAL`].
@@ -184,9 +228,9 @@ fn commits(
 /// One attempt at one job, recorded on its report. An error tells apalis the attempt
 /// failed; an [`AbortError`] that the job is over.
 async fn handle(payload: Value, id: TaskId, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
-    let started = Utc::now();
     let id: Ulid = id.to_string().parse()?;
     let Shared { db, context } = shared.as_ref();
+    let attempt = store::begin_attempt(db, id, Utc::now()).await?;
     let job: Job = match serde_json::from_value(payload) {
         Ok(job) => job,
         Err(error) => {
@@ -194,11 +238,10 @@ async fn handle(payload: Value, id: TaskId, shared: Data<Arc<Shared>>) -> Result
             let ending = Ending::Failed {
                 error: error.clone(),
             };
-            store::record_attempt(db, id, started, &[], &ending, Utc::now()).await?;
+            store::record_attempt(db, id, &[], &ending, Utc::now()).await?;
             return Err(AbortError::new(error).into());
         }
     };
-    let attempt = store::attempts_so_far(db, id).await? + 1;
     let effect = effect_key(&job, id);
     if let Some(key) = &effect
         && let Some(completed_at) = store::effect_completed_at(db, key).await?
@@ -210,7 +253,7 @@ async fn handle(payload: Value, id: TaskId, shared: Data<Arc<Shared>>) -> Result
             detail: format!("completed at {completed_at}; not repeated"),
         };
         let ending = Ending::Succeeded { effect: None };
-        store::record_attempt(db, id, started, &[stage], &ending, Utc::now()).await?;
+        store::record_attempt(db, id, &[stage], &ending, Utc::now()).await?;
         return Ok(());
     }
     let persistence = job.persistence();
@@ -240,7 +283,7 @@ async fn handle(payload: Value, id: TaskId, shared: Data<Arc<Shared>>) -> Result
             error: failure.message,
         },
     };
-    store::record_attempt(db, id, started, &performed.stages, &ending, now).await?;
+    store::record_attempt(db, id, &performed.stages, &ending, now).await?;
     match ending {
         Ending::Succeeded { .. } => Ok(()),
         Ending::WillRetry { error, .. } => Err(error.into()),

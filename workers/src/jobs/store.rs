@@ -87,12 +87,29 @@ pub enum Ending {
     Failed { error: String },
 }
 
-/// Records an attempt that started at `started`: its stages and ending on the report, the
-/// completed effect, and for a retry the queue's `run_at`, all in one transaction.
+/// Marks the job running and counts the attempt, before it does anything: an attempt cut
+/// short by a crash is counted too. Answers the attempt's number (1 for the first).
+pub async fn begin_attempt(
+    db: &Database,
+    id: Ulid,
+    now: DateTime<Utc>,
+) -> Result<u32, sqlx::Error> {
+    let attempts: Option<i64> = sqlx::query_scalar(
+        "UPDATE job_reports SET status = 'running', attempts = attempts + 1, \
+         started_at = COALESCE(started_at, $2) WHERE job_id = $1 RETURNING attempts",
+    )
+    .bind(id.to_string())
+    .bind(timestamp(now))
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(attempts.map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+}
+
+/// Records how an attempt ended: its stages and ending on the report, the completed effect,
+/// and for a retry the queue's `run_at`, all in one transaction.
 pub async fn record_attempt(
     db: &Database,
     id: Ulid,
-    started: DateTime<Utc>,
     stages: &[StageReport],
     ending: &Ending,
     now: DateTime<Utc>,
@@ -105,9 +122,8 @@ pub async fn record_attempt(
     let finished_at = (status != "queued").then(|| timestamp(now));
     let mut tx = db.begin_write().await?;
     sqlx::query(
-        "UPDATE job_reports SET status = $1, attempts = attempts + 1, stages = $2, error = $3, \
-         retry_at = $4, finished_at = $5, started_at = COALESCE(started_at, $7) \
-         WHERE job_id = $6",
+        "UPDATE job_reports SET status = $1, stages = $2, error = $3, retry_at = $4, \
+         finished_at = $5 WHERE job_id = $6",
     )
     .bind(status)
     .bind(serde_json::to_string(stages).expect("stages serialize"))
@@ -115,7 +131,6 @@ pub async fn record_attempt(
     .bind(retry_at.map(timestamp))
     .bind(finished_at)
     .bind(id.to_string())
-    .bind(timestamp(started))
     .execute(&mut *tx)
     .await?;
     if let Ending::Succeeded {
@@ -144,16 +159,6 @@ pub async fn record_attempt(
             .await?;
     }
     tx.commit().await
-}
-
-/// The attempts recorded so far.
-pub async fn attempts_so_far(db: &Database, id: Ulid) -> Result<u32, sqlx::Error> {
-    let attempts: Option<i64> =
-        sqlx::query_scalar("SELECT attempts FROM job_reports WHERE job_id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&db.pool)
-            .await?;
-    Ok(attempts.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
 }
 
 /// When the effect under `key` completed, if it did.
@@ -191,22 +196,8 @@ pub struct JobFilter {
     pub limit: i64,
 }
 
-/// The report joined with the queue's own status: a job apalis is running shows `running`,
-/// unless its report says it waits for a retry (apalis has not heard of the failure yet).
-/// The current time is bound as `now_parameter`.
-fn select_views(backend: Backend, now_parameter: &str) -> String {
-    let queue_table = match backend {
-        Backend::Sqlite => "Jobs",
-        Backend::Postgres => "apalis.jobs",
-    };
-    format!(
-        "SELECT * FROM (SELECT r.job_id, r.kind, CASE WHEN r.status = 'queued' \
-         AND q.status = 'Running' AND COALESCE(r.retry_at, '') <= {now_parameter} \
-         THEN 'running' ELSE r.status END AS status, r.attempts, r.created_at, r.started_at, r.finished_at, \
-         r.retry_at, r.stages, r.error, r.account_id \
-         FROM job_reports r LEFT JOIN {queue_table} q ON q.id = r.job_id) AS v "
-    )
-}
+const SELECT_VIEWS: &str = "SELECT job_id, kind, status, attempts, created_at, started_at, \
+     finished_at, retry_at, stages, error FROM job_reports ";
 
 /// One of the account's jobs; another account's id finds nothing.
 pub async fn find(
@@ -214,14 +205,10 @@ pub async fn find(
     account: AccountId,
     id: &str,
 ) -> Result<Option<JobView>, sqlx::Error> {
-    let sql = format!(
-        "{} WHERE v.account_id = $1 AND v.job_id = $2",
-        select_views(db.backend, "$3")
-    );
+    let sql = format!("{SELECT_VIEWS} WHERE account_id = $1 AND job_id = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(account.to_string())
         .bind(id)
-        .bind(timestamp(Utc::now()))
         .fetch_optional(&db.pool)
         .await?;
     row.as_ref().map(view).transpose()
@@ -234,10 +221,9 @@ pub async fn list(
     filter: &JobFilter,
 ) -> Result<Vec<JobView>, sqlx::Error> {
     let sql = format!(
-        "{} WHERE v.account_id = $1 AND ($2 IS NULL OR v.kind = $2) \
-         AND ($3 IS NULL OR v.status = $3) AND v.job_id < COALESCE($4, '~') \
-         ORDER BY v.job_id DESC LIMIT $5",
-        select_views(db.backend, "$6")
+        "{SELECT_VIEWS} WHERE account_id = $1 AND ($2 IS NULL OR kind = $2) \
+         AND ($3 IS NULL OR status = $3) AND job_id < COALESCE($4, '~') \
+         ORDER BY job_id DESC LIMIT $5"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(account.to_string())
@@ -245,7 +231,6 @@ pub async fn list(
         .bind(filter.status.as_deref())
         .bind(filter.before.as_deref())
         .bind(filter.limit)
-        .bind(timestamp(Utc::now()))
         .fetch_all(&db.pool)
         .await?;
     rows.iter().map(view).collect()
@@ -280,9 +265,7 @@ pub const RETENTION: chrono::Duration = chrono::Duration::days(30);
 pub async fn prune(db: &Database, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
     let cutoff = now - RETENTION;
     let finished_queue_rows = match db.backend {
-        Backend::Sqlite => {
-            "DELETE FROM Jobs WHERE status IN ('Done', 'Killed') AND done_at < $1"
-        }
+        Backend::Sqlite => "DELETE FROM Jobs WHERE status IN ('Done', 'Killed') AND done_at < $1",
         Backend::Postgres => {
             "DELETE FROM apalis.jobs WHERE status IN ('Done', 'Killed') \
              AND done_at < to_timestamp($1)"
