@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
 use common::{Backend, TestApp, USER_PASSWORD};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use switchyard::service::{AdminCredentials, create_account};
 
 on_both_backends!(every_endpoint_answers_each_caller_as_its_rule_says);
 
@@ -119,24 +118,8 @@ async fn every_endpoint_answers_each_caller_as_its_rule_says(backend: Backend) {
     app.add_user("denied@acme.example.com", "user", &[&allowing, &denying])
         .await;
     app.add_user("nogroup@acme.example.com", "user", &[]).await;
-    let state = &app.service.state;
-    let other = create_account(
-        &state.commands,
-        &state.passwords,
-        "Globex",
-        AdminCredentials {
-            email: "root@globex.example.com".into(),
-            password: Some(USER_PASSWORD.into()),
-        },
-    )
-    .await
-    .unwrap();
-    assert!(
-        state
-            .projections
-            .wait_for(other.opened.position, Duration::from_secs(5))
-            .await
-    );
+    // Its administrator logs in below, as `OtherAccountAdministrator`.
+    app.open_other_account().await;
 
     let mut tokens = Vec::new();
     for caller in CALLERS {

@@ -9,9 +9,6 @@ use common::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::time::Duration;
-
-use switchyard::service::{AdminCredentials, create_account};
 
 on_both_backends!(
     an_administrator_builds_a_team_where_deny_beats_allow,
@@ -228,26 +225,7 @@ async fn another_accounts_ids_answer_not_found(backend: Backend) {
     let bob = app
         .add_user("bob@acme.example.com", "user", &[&group])
         .await;
-    let state = &app.service.state;
-    let globex = create_account(
-        &state.commands,
-        &state.passwords,
-        "Globex",
-        AdminCredentials {
-            email: "root@globex.example.com".into(),
-            password: Some("globex root password".into()),
-        },
-    )
-    .await
-    .unwrap();
-    let opened_at = globex.opened.position;
-    assert!(
-        state
-            .projections
-            .wait_for(opened_at, Duration::from_secs(5))
-            .await
-    );
-    let intruder = log_in(&app, "root@globex.example.com", "globex root password").await;
+    let intruder = app.open_other_account().await;
     let body = json!({"name": "Taken over"});
     for (method, path, body) in [
         (Method::GET, format!("/v1/users/{bob}"), None),
