@@ -6,7 +6,10 @@ use axum::{
     extract::{Path, Query, State},
 };
 use serde::{Deserialize, Serialize};
-use switchyard_workers::jobs::store::{self, JobFilter, JobView, StageReport};
+use switchyard_workers::jobs::{
+    self,
+    store::{self, JobFilter, JobView, StageReport},
+};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -23,13 +26,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_job))
 }
 
-const KINDS: [&str; 5] = [
-    "smtp_test",
-    "sms_test",
-    "login_alert",
-    "security_notice",
-    "noop",
-];
 const STATUSES: [&str; 4] = ["queued", "running", "succeeded", "failed"];
 
 #[derive(Deserialize, IntoParams)]
@@ -124,7 +120,7 @@ async fn list_jobs(
 ) -> ApiResult<Json<JobPage>> {
     let limit = checked_limit(query.limit)?;
     let filter = JobFilter {
-        kind: one_of("kind", query.kind, &KINDS)?,
+        kind: one_of("kind", query.kind, &jobs::Job::KINDS)?,
         status: one_of("status", query.status, &STATUSES)?,
         before: query.cursor,
         limit: limit + 1,

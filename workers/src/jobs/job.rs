@@ -91,6 +91,15 @@ pub struct Persistence {
 }
 
 impl Job {
+    /// Every [`Job::kind`].
+    pub const KINDS: [&'static str; 5] = [
+        "smtp_test",
+        "sms_test",
+        "login_alert",
+        "security_notice",
+        "noop",
+    ];
+
     /// The kind, as `GET /v1/jobs` shows it and filters by it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -154,6 +163,7 @@ mod tests {
         };
         let json = serde_json::to_value(&job).unwrap();
         assert_eq!(json["kind"], job.kind());
+        assert!(Job::KINDS.contains(&job.kind()));
         assert_eq!(serde_json::from_value::<Job>(json).unwrap(), job);
     }
 }

@@ -124,10 +124,7 @@ async fn send_email(context: &JobContext, account: AccountId, message: smtp::Mes
                     .stages
                     .into_iter()
                     .map(|stage| StageReport {
-                        stage: serde_json::to_value(stage.stage)
-                            .ok()
-                            .and_then(|name| name.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
+                        stage: stage.stage.as_str().to_owned(),
                         ok: stage.ok,
                         detail: stage.detail,
                     })

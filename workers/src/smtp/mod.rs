@@ -98,6 +98,20 @@ pub enum StageName {
     Data,
 }
 
+impl StageName {
+    /// The name as recorded on a job (the serialized form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::Auth => "auth",
+            Self::MailFrom => "mail_from",
+            Self::RcptTo => "rcpt_to",
+            Self::Data => "data",
+        }
+    }
+}
+
 /// Sends `message` as `settings` say, bounding every network step (resolving, connecting, the
 /// handshake, each command) by `timeout`. Never fails: every outcome is a delivery to record.
 pub async fn send(settings: &SmtpSettings, message: &Message, timeout: Duration) -> Delivery {
