@@ -31,10 +31,13 @@ impl Backend {
 /// Every SQLite connection's settings. WAL lets readers run beside the single writer;
 /// synchronous=NORMAL keeps every committed transaction across a process crash (only an OS
 /// crash or power loss can drop the last few), which is the documented trade for group
-/// commit speed. A 16 MiB page cache per connection keeps batch writes from spilling pages.
+/// commit speed. A 16 MiB page cache per connection keeps batch writes from spilling pages;
+/// temp_store=MEMORY keeps a multi-row statement's undo journal in memory instead of a
+/// temporary file it writes page by page.
 /// Public so that a second, typed pool on the same file (the job queue's) behaves the same.
 pub const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384;";
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384; \
+     PRAGMA temp_store = MEMORY;";
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

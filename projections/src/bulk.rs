@@ -1,11 +1,11 @@
-//! Multi-row writes: a projection folds a whole batch in memory and writes it in a few
-//! statements, instead of a statement per event.
+//! Multi-row writes: a projection folds a whole batch in memory into the rows it writes
+//! ([`Rows`]), then writes each table in one or a few statements instead of one per event.
 
-use sqlx::AnyConnection;
+use sqlx::{Any, AnyConnection, any::AnyArguments};
 use switchyard_command::{Backend, db::MAX_PARAMETERS};
 
 /// One bound value.
-pub(crate) enum Param {
+pub enum Param {
     Text(Option<String>),
     Int(i64),
 }
@@ -34,32 +34,54 @@ impl From<i64> for Param {
     }
 }
 
-/// Runs `{insert} VALUES (…), (…) {on_conflict}` over `rows`, in as few statements as the
-/// parameter limit allows. Every row must have `columns` values.
-pub(crate) async fn insert_rows(
-    conn: &mut AnyConnection,
-    insert: &str,
-    on_conflict: &str,
-    columns: usize,
-    rows: Vec<Vec<Param>>,
-) -> Result<(), sqlx::Error> {
-    let casts = vec![""; columns];
-    let backend = Backend::of(conn);
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<Vec<Param>> = rows.by_ref().take(MAX_PARAMETERS / columns).collect();
-        let sql = format!(
-            "{insert} VALUES {} {on_conflict}",
-            backend.values_clause(chunk.len(), &casts)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for param in chunk.into_iter().flatten() {
-            query = match param {
-                Param::Text(text) => query.bind(text),
-                Param::Int(int) => query.bind(int),
-            };
+/// Rows for one table: `{insert} VALUES … {on_conflict}`, where `insert` is
+/// `INSERT INTO table (columns…)` and every row has a value for each column.
+pub struct Rows {
+    pub insert: &'static str,
+    pub on_conflict: &'static str,
+    pub rows: Vec<Vec<Param>>,
+}
+
+/// A statement with its values bound, ready to run.
+pub type Statement = sqlx::query::Query<'static, Any, AnyArguments>;
+
+impl Rows {
+    /// The statements that write these rows on `backend`: `VALUES (…), (…)` lists, as few
+    /// as the parameter limit allows. Binding copies every value, so a rebuild binds while
+    /// planning, off the writer's path.
+    pub fn statements(self, backend: Backend) -> Vec<Statement> {
+        let Some(columns) = self.rows.first().map(Vec::len) else {
+            return vec![];
+        };
+        let casts = vec![""; columns];
+        let mut rows = self.rows.into_iter().peekable();
+        let mut statements = vec![];
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<Param>> = rows.by_ref().take(MAX_PARAMETERS / columns).collect();
+            let sql = format!(
+                "{} VALUES {} {}",
+                self.insert,
+                backend.values_clause(chunk.len(), &casts),
+                self.on_conflict
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for param in chunk.into_iter().flatten() {
+                query = match param {
+                    Param::Text(text) => query.bind(text),
+                    Param::Int(int) => query.bind(int),
+                };
+            }
+            statements.push(query);
         }
-        query.execute(&mut *conn).await?;
+        statements
+    }
+}
+
+/// Writes every table's rows, in order.
+pub async fn write_all(conn: &mut AnyConnection, tables: Vec<Rows>) -> Result<(), sqlx::Error> {
+    let backend = Backend::of(conn);
+    for statement in tables.into_iter().flat_map(|rows| rows.statements(backend)) {
+        statement.execute(&mut *conn).await?;
     }
     Ok(())
 }

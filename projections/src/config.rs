@@ -15,8 +15,8 @@ use switchyard_command::{
 };
 
 use crate::{
-    Projection, ProjectionError,
-    bulk::{Param, insert_rows},
+    Planner, Projection, ProjectionError,
+    bulk::{Rows, write_all},
 };
 
 pub struct ConfigProjection;
@@ -60,50 +60,70 @@ impl Projection for ConfigProjection {
         conn: &'c mut AnyConnection,
         events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>> {
-        async move {
-            let mut latest = Latest::new();
-            for event in events.iter().filter(|e| e.stream_type == ChannelsEvent::STREAM_TYPE) {
-                match decode::<ChannelsEvent>(event).map_err(ProjectionError::decode(event))? {
-                    ChannelsEvent::SmtpSettingsChanged(smtp) => {
-                        keep(&mut latest, event, SMTP_SECTION, &without_secret(&smtp, "password"))
-                    }
-                    ChannelsEvent::SmsSettingsChanged(sms) => {
-                        keep(&mut latest, event, SMS_SECTION, &without_secret(&sms, "api_key"))
-                    }
-                    ChannelsEvent::SmtpTestRequested { .. }
-                    | ChannelsEvent::SmsTestRequested { .. } => {}
-                }
+        async move { Ok(write_all(conn, ConfigPlanner.plan(events)?).await?) }.boxed()
+    }
+
+    fn planner(&self) -> Option<Box<dyn Planner>> {
+        Some(Box::new(ConfigPlanner))
+    }
+}
+
+/// A batch's configuration rows depend on that batch alone: the newest value of each
+/// section it touches overwrites the stored one.
+struct ConfigPlanner;
+
+impl Planner for ConfigPlanner {
+    fn plan(&mut self, events: &[RecordedEvent]) -> Result<Vec<Rows>, ProjectionError> {
+        let mut latest = Latest::new();
+        for event in events
+            .iter()
+            .filter(|e| e.stream_type == ChannelsEvent::STREAM_TYPE)
+        {
+            match decode::<ChannelsEvent>(event).map_err(ProjectionError::decode(event))? {
+                ChannelsEvent::SmtpSettingsChanged(smtp) => keep(
+                    &mut latest,
+                    event,
+                    SMTP_SECTION,
+                    &without_secret(&smtp, "password"),
+                ),
+                ChannelsEvent::SmsSettingsChanged(sms) => keep(
+                    &mut latest,
+                    event,
+                    SMS_SECTION,
+                    &without_secret(&sms, "api_key"),
+                ),
+                ChannelsEvent::SmtpTestRequested { .. }
+                | ChannelsEvent::SmsTestRequested { .. } => {}
             }
-            for event in events.iter().filter(|e| e.stream_type == AccountEvent::STREAM_TYPE) {
-                match decode::<AccountEvent>(event).map_err(ProjectionError::decode(event))? {
-                    AccountEvent::AccountOpened { company, general } => {
-                        keep(&mut latest, event, COMPANY_SECTION, &company);
-                        keep(&mut latest, event, GENERAL_SECTION, &general);
-                    }
-                    AccountEvent::CompanyInformationChanged(company) => {
-                        keep(&mut latest, event, COMPANY_SECTION, &company)
-                    }
-                    AccountEvent::GeneralInformationChanged(general) => {
-                        keep(&mut latest, event, GENERAL_SECTION, &general)
-                    }
-                }
-            }
-            let rows = latest
-                .into_iter()
-                .map(|((account, section), (version, data))| {
-                    vec![account.into(), section.into(), version.into(), data.into()]
-                })
-                .collect::<Vec<Vec<Param>>>();
-            insert_rows(
-                conn,
-                "INSERT INTO account_config (account_id, section, version, data)",
-                "ON CONFLICT (account_id, section) DO UPDATE SET version = excluded.version, data = excluded.data",
-                4,
-                rows,
-            )
-            .await?;
-            Ok(())
         }
-        .boxed()
+        for event in events
+            .iter()
+            .filter(|e| e.stream_type == AccountEvent::STREAM_TYPE)
+        {
+            match decode::<AccountEvent>(event).map_err(ProjectionError::decode(event))? {
+                AccountEvent::AccountOpened { company, general } => {
+                    keep(&mut latest, event, COMPANY_SECTION, &company);
+                    keep(&mut latest, event, GENERAL_SECTION, &general);
+                }
+                AccountEvent::CompanyInformationChanged(company) => {
+                    keep(&mut latest, event, COMPANY_SECTION, &company)
+                }
+                AccountEvent::GeneralInformationChanged(general) => {
+                    keep(&mut latest, event, GENERAL_SECTION, &general)
+                }
+            }
+        }
+        let rows = latest
+            .into_iter()
+            .map(|((account, section), (version, data))| {
+                vec![account.into(), section.into(), version.into(), data.into()]
+            })
+            .collect();
+        Ok(vec![Rows {
+            insert: "INSERT INTO account_config (account_id, section, version, data)",
+            on_conflict: "ON CONFLICT (account_id, section) DO UPDATE \
+                          SET version = excluded.version, data = excluded.data",
+            rows,
+        }])
     }
 }

@@ -4,7 +4,7 @@
 //! dropped and rebuilt from the log ([`replay`]).
 
 mod audit;
-mod bulk;
+pub mod bulk;
 mod config;
 pub mod queries;
 pub mod replay;
@@ -40,6 +40,19 @@ pub trait Projection: Send + Sync + 'static {
         conn: &'c mut AnyConnection,
         events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>>;
+    /// For a rebuild from empty tables: a planner that folds the log in memory, if this read
+    /// model can. Without one, the rebuild calls [`Projection::apply`].
+    fn planner(&self) -> Option<Box<dyn Planner>> {
+        None
+    }
+}
+
+/// Turns batches into the rows they write without reading the database, keeping whatever
+/// it needs of earlier batches itself: so a rebuild plans the next batch while the current
+/// one is written.
+pub trait Planner: Send {
+    /// The rows `events` write, given every batch planned before.
+    fn plan(&mut self, events: &[RecordedEvent]) -> Result<Vec<bulk::Rows>, ProjectionError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,18 +78,9 @@ impl ProjectionError {
 
 /// Every projection the service runs, in the order replay rebuilds them.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
-    with_audit(AuditProjection::default())
-}
-
-/// Every projection, as a rebuild from empty read models runs them.
-pub(crate) fn rebuilding() -> Vec<std::sync::Arc<dyn Projection>> {
-    with_audit(AuditProjection::rebuilding())
-}
-
-fn with_audit(audit: AuditProjection) -> Vec<std::sync::Arc<dyn Projection>> {
     vec![
         std::sync::Arc::new(ConfigProjection),
         std::sync::Arc::new(UsersProjection),
-        std::sync::Arc::new(audit),
+        std::sync::Arc::new(AuditProjection),
     ]
 }

@@ -1,50 +1,139 @@
 //! Rebuilding read models from the event log: one pass over the log, each batch applied to
 //! every projection in one transaction that also moves every checkpoint.
+//!
+//! Three stages overlap, each on its own task: reading batch N+2, planning batch N+1 (the
+//! CPU work of projections that have a [`Planner`]) and writing batch N.
 
-use switchyard_command::{Database, event_log::read_after};
+use std::sync::Arc;
 
-use crate::{Projection, ProjectionError, runner::save_checkpoint};
+use switchyard_command::{
+    Backend, Database,
+    event_log::{RecordedEvent, read_after},
+};
+use tokio::sync::mpsc;
+
+use crate::{Planner, Projection, ProjectionError, bulk::Statement, runner::save_checkpoint};
 
 /// Events read and applied per transaction during a rebuild: larger than the live runner's
 /// batches, since nobody waits for a rebuild's first events.
 const REBUILD_BATCH: i64 = 5_000;
 
+/// A batch ready to write: its events, and the statements of each projection that has a
+/// planner (`None` for the others, which apply the events themselves).
+struct Planned {
+    events: Vec<RecordedEvent>,
+    statements: Vec<Option<Vec<Statement>>>,
+}
+
 /// Empties every read model and applies the whole log again. `progress(position)` is called
 /// after each batch.
-///
-/// The next batch is read on another connection while the current one is applied: events
-/// are immutable, and reading is a third of a batch's time.
-pub async fn rebuild_all(
+pub async fn rebuild_all(db: &Database, progress: impl FnMut(i64)) -> Result<(), ProjectionError> {
+    rebuild_in_batches(db, REBUILD_BATCH, progress).await
+}
+
+/// [`rebuild_all`], `batch` events per transaction: tests use small batches to cross batch
+/// boundaries.
+pub async fn rebuild_in_batches(
     db: &Database,
+    batch: i64,
     mut progress: impl FnMut(i64),
 ) -> Result<(), ProjectionError> {
-    let projections = crate::rebuilding();
+    let projections = crate::all();
     reset(db, &projections).await?;
-    let read_batch = |after: i64| {
-        let db = db.clone();
-        tokio::spawn(async move { read_after(&db.pool, db.backend, after, REBUILD_BATCH).await })
-    };
-    let mut next = read_batch(0);
-    loop {
-        let events = next.await.expect("reading a batch does not panic")?;
-        let Some(last) = events.last().map(|e| e.global_position) else {
-            return Ok(());
-        };
-        next = read_batch(last);
+    let planners = projections.iter().map(|p| p.planner()).collect();
+    let mut planned = plan(read(db.clone(), batch), planners, db.backend);
+    while let Some(next) = planned.recv().await {
+        let Planned { events, statements } = next?;
+        let last = events
+            .last()
+            .expect("batches are not empty")
+            .global_position;
         let mut tx = db.begin_write().await?;
-        for projection in &projections {
-            projection.apply(&mut tx, &events).await?;
+        for (projection, statements) in projections.iter().zip(statements) {
+            match statements {
+                Some(statements) => {
+                    for statement in statements {
+                        statement.execute(&mut *tx).await?;
+                    }
+                }
+                None => projection.apply(&mut tx, &events).await?,
+            }
             save_checkpoint(&mut tx, projection.name(), last).await?;
         }
         tx.commit().await?;
         progress(last);
     }
+    Ok(())
 }
 
-async fn reset(
-    db: &Database,
-    projections: &[std::sync::Arc<dyn Projection>],
-) -> Result<(), sqlx::Error> {
+type Stage<T> = mpsc::Receiver<Result<T, ProjectionError>>;
+
+/// Reads the log batch by batch, one batch ahead of the planner. Events are immutable, so
+/// reading needs no transaction shared with the writes.
+fn read(db: Database, batch: i64) -> Stage<Vec<RecordedEvent>> {
+    let (batches, receiver) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut after = 0;
+        loop {
+            let batch = read_after(&db.pool, db.backend, after, batch)
+                .await
+                .map_err(ProjectionError::from);
+            // Ends after the last batch, or after sending the first error.
+            let last = match &batch {
+                Ok(events) if events.is_empty() => return,
+                Ok(events) => events.last().map(|e| e.global_position),
+                Err(_) => None,
+            };
+            if batches.send(batch).await.is_err() {
+                return;
+            }
+            match last {
+                Some(last) => after = last,
+                None => return,
+            }
+        }
+    });
+    receiver
+}
+
+/// Plans each batch on a blocking thread (planning is CPU work), one batch ahead of the
+/// writer.
+fn plan(
+    mut batches: Stage<Vec<RecordedEvent>>,
+    mut planners: Vec<Option<Box<dyn Planner>>>,
+    backend: Backend,
+) -> Stage<Planned> {
+    let (planned, receiver) = mpsc::channel(1);
+    tokio::task::spawn_blocking(move || {
+        while let Some(batch) = batches.blocking_recv() {
+            let batch = batch.and_then(|events| {
+                let statements = planners
+                    .iter_mut()
+                    .map(|planner| {
+                        let Some(planner) = planner else {
+                            return Ok(None);
+                        };
+                        let tables = planner.plan(&events)?;
+                        Ok(Some(
+                            tables
+                                .into_iter()
+                                .flat_map(|rows| rows.statements(backend))
+                                .collect(),
+                        ))
+                    })
+                    .collect::<Result<_, ProjectionError>>()?;
+                Ok(Planned { events, statements })
+            });
+            let failed = batch.is_err();
+            if planned.blocking_send(batch).is_err() || failed {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+async fn reset(db: &Database, projections: &[Arc<dyn Projection>]) -> Result<(), sqlx::Error> {
     let mut tx = db.pool.begin().await?;
     for projection in projections {
         for table in projection.tables() {

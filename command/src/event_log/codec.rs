@@ -1,8 +1,11 @@
 //! Domain event enums are serde "adjacently tagged" (`{"type": …, "data": …}`); the log stores
 //! the tag as `event_type` and the content as `data`.
 
-use serde::{Serialize, de::DeserializeOwned};
-use serde_json::{Map, Value};
+use serde::{
+    Serialize,
+    de::{DeserializeOwned, value::MapDeserializer},
+};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{NewEvent, RecordedEvent, current_schema_version};
@@ -34,11 +37,14 @@ pub fn encode<E: EventCodec>(event: &E) -> NewEvent {
 }
 
 /// Reads a stored (already upcast) event back into its domain enum.
+///
+/// The tag is presented before the content, and the content by reference: serde then
+/// decodes the content straight into its variant, without copying or buffering it.
 pub fn decode<E: EventCodec>(event: &RecordedEvent) -> Result<E, serde_json::Error> {
-    let mut tagged = Map::new();
-    tagged.insert("type".into(), Value::String(event.event_type.clone()));
+    let tag = Value::String(event.event_type.clone());
+    let mut fields = vec![("type", &tag)];
     if !event.data.is_null() {
-        tagged.insert("data".into(), event.data.clone());
+        fields.push(("data", &event.data));
     }
-    serde_json::from_value(Value::Object(tagged))
+    E::deserialize(MapDeserializer::new(fields.into_iter()))
 }

@@ -1,10 +1,7 @@
 //! The audit log: one entry per event, with who, when, from where, a one-line summary and
 //! field-level `from → to` changes. Secret fields never reach it: they show as `***`.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Mutex,
-};
+use std::collections::{HashMap, HashSet};
 
 use futures::{FutureExt, future::BoxFuture};
 use serde_json::{Map, Value, json};
@@ -13,26 +10,11 @@ use switchyard_command::event_log::RecordedEvent;
 use switchyard_command::{Backend, db::MAX_PARAMETERS};
 
 use crate::{
-    Projection, ProjectionError,
-    bulk::{Param, insert_rows},
+    Planner, Projection, ProjectionError,
+    bulk::{Param, Rows, write_all},
 };
 
-#[derive(Default)]
-pub struct AuditProjection {
-    /// A rebuild's section values so far. A rebuild starts from empty tables it alone writes,
-    /// so it keeps them in memory instead of reading them back every batch; the live
-    /// projection reads them, since another process may have moved them.
-    rebuilt_sections: Option<Mutex<Sections>>,
-}
-
-impl AuditProjection {
-    /// The projection for a rebuild, which must start from empty audit tables.
-    pub(crate) fn rebuilding() -> Self {
-        Self {
-            rebuilt_sections: Some(Mutex::default()),
-        }
-    }
-}
+pub struct AuditProjection;
 
 /// Field names whose values are secrets, wherever they appear.
 const SECRET_FIELDS: &[&str] = &[
@@ -87,60 +69,66 @@ impl Projection for AuditProjection {
         events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>> {
         async move {
-            let described = events
-                .iter()
-                .map(|event| describe(event).map_err(ProjectionError::decode(event)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut sections = match &self.rebuilt_sections {
-                Some(kept) => std::mem::take(&mut *kept.lock().expect("not poisoned")),
-                None => previous_sections(conn, events).await?,
+            let mut planner = AuditPlanner {
+                sections: previous_sections(conn, events).await?,
             };
-            let mut touched = HashSet::new();
-            let mut entries = Vec::with_capacity(events.len());
-            for (event, described) in events.iter().zip(described) {
-                let mut changes = Map::new();
-                for (section, value) in described.sections {
-                    let Value::Object(after) = value else {
-                        continue;
-                    };
-                    let key = (event.stream_id.clone(), section);
-                    let known = sections.entry(key.clone()).or_default();
-                    changes.extend(diff(known, &after));
-                    known.extend(after);
-                    touched.insert(key);
-                }
-                entries.push(entry(event, described.summary, changes));
-            }
-            insert_rows(
-                conn,
-                "INSERT INTO audit_log (position, account_id, recorded_at, actor_id, client_ip, \
-                 user_agent, request_id, event_type, stream_id, summary, changes)",
-                "ON CONFLICT (position) DO NOTHING",
-                11,
-                entries,
-            )
-            .await?;
-            let remembered = touched
-                .into_iter()
-                .map(|key| {
-                    let data = serde_json::to_string(&sections[&key]).expect("JSON serializes");
-                    vec![key.0.into(), key.1.into(), data.into()]
-                })
-                .collect();
-            insert_rows(
-                conn,
-                "INSERT INTO audit_sections (stream_id, section, data)",
-                "ON CONFLICT (stream_id, section) DO UPDATE SET data = excluded.data",
-                3,
-                remembered,
-            )
-            .await?;
-            if let Some(kept) = &self.rebuilt_sections {
-                *kept.lock().expect("not poisoned") = sections;
-            }
-            Ok(())
+            Ok(write_all(conn, planner.plan(events)?).await?)
         }
         .boxed()
+    }
+
+    fn planner(&self) -> Option<Box<dyn Planner>> {
+        Some(Box::new(AuditPlanner::default()))
+    }
+}
+
+/// Diffs each event against the last known values of its sections: read back from
+/// `audit_sections` by the live projection, since another process may have moved them;
+/// kept from earlier batches by a rebuild, which alone writes its tables.
+#[derive(Default)]
+struct AuditPlanner {
+    sections: Sections,
+}
+
+impl Planner for AuditPlanner {
+    fn plan(&mut self, events: &[RecordedEvent]) -> Result<Vec<Rows>, ProjectionError> {
+        let mut touched = HashSet::new();
+        let mut entries = Vec::with_capacity(events.len());
+        for event in events {
+            let described = describe(event).map_err(ProjectionError::decode(event))?;
+            let mut changes = Map::new();
+            for (section, value) in described.sections {
+                let Value::Object(after) = value else {
+                    continue;
+                };
+                let key = (event.stream_id.clone(), section);
+                let known = self.sections.entry(key.clone()).or_default();
+                changes.extend(diff(known, &after));
+                known.extend(after);
+                touched.insert(key);
+            }
+            entries.push(entry(event, described.summary, changes));
+        }
+        let remembered = touched
+            .into_iter()
+            .map(|key| {
+                let data = serde_json::to_string(&self.sections[&key]).expect("JSON serializes");
+                vec![key.0.into(), key.1.into(), data.into()]
+            })
+            .collect();
+        Ok(vec![
+            Rows {
+                insert: "INSERT INTO audit_log (position, account_id, recorded_at, actor_id, \
+                         client_ip, user_agent, request_id, event_type, stream_id, summary, changes)",
+                on_conflict: "ON CONFLICT (position) DO NOTHING",
+                rows: entries,
+            },
+            Rows {
+                insert: "INSERT INTO audit_sections (stream_id, section, data)",
+                on_conflict: "ON CONFLICT (stream_id, section) DO UPDATE SET data = excluded.data",
+                rows: remembered,
+            },
+        ])
     }
 }
 
