@@ -15,6 +15,12 @@ use switchyard_projections::replay;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: events decode into many small strings and
+/// JSON values, and with glibc's allocator a rebuild spent about a fifth of its time
+/// allocating and freeing them (rebuild of 104k events on SQLite: 2.0 s → 1.6 s).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

@@ -134,10 +134,16 @@ fn plan(
 }
 
 async fn reset(db: &Database, projections: &[Arc<dyn Projection>]) -> Result<(), sqlx::Error> {
+    // PostgreSQL's DELETE would leave every row behind as a dead tuple, and each row the
+    // rebuild inserts again would meet its dead twin in the unique index.
+    let empty = match db.backend {
+        Backend::Sqlite => "DELETE FROM",
+        Backend::Postgres => "TRUNCATE",
+    };
     let mut tx = db.pool.begin().await?;
     for projection in projections {
         for table in projection.tables() {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+            sqlx::query(sqlx::AssertSqlSafe(format!("{empty} {table}")))
                 .execute(&mut *tx)
                 .await?;
         }

@@ -156,32 +156,31 @@ pub(super) async fn head_position(db: &Database) -> Result<i64, sqlx::Error> {
         .await
 }
 
+/// Text columns are read borrowed from the row where they are parsed, not copied.
 fn decode_row(row: &AnyRow) -> Result<RecordedEvent, sqlx::Error> {
     let event_type: String = row.try_get(5)?;
     let stored_version: i64 = row.try_get(6)?;
-    let data: String = row.try_get(7)?;
-    let metadata: String = row.try_get(8)?;
-    let recorded_at: String = row.try_get(9)?;
-    let (schema_version, data) = upcast(&event_type, stored_version as i32, parse_json(&data)?);
+    let data = parse_json(row.try_get(7)?)?;
+    let (schema_version, data) = upcast(&event_type, stored_version as i32, data);
     Ok(RecordedEvent {
         global_position: row.try_get(0)?,
         stream_id: row.try_get(1)?,
         stream_type: row.try_get(2)?,
         version: row.try_get(3)?,
         event_id: row
-            .try_get::<String, _>(4)?
+            .try_get::<&str, _>(4)?
             .parse()
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         event_type,
         schema_version,
         data,
-        metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
+        metadata: parse_json(row.try_get(8)?)?,
+        recorded_at: DateTime::parse_from_rfc3339(row.try_get(9)?)
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
             .with_timezone(&Utc),
     })
 }
 
-fn parse_json(text: &str) -> Result<serde_json::Value, sqlx::Error> {
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, sqlx::Error> {
     serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }

@@ -33,12 +33,16 @@ mod describe;
 
 use describe::{SECTIONS, describe};
 
-/// `{field: {from, to}}` for every field `after` sets to a new value, secrets redacted.
-pub fn diff(before: &Map<String, Value>, after: &Map<String, Value>) -> Map<String, Value> {
+/// Sets `after`'s fields in `known` and returns `{field: {from, to}}` for every field whose
+/// value changed, secrets redacted.
+pub fn record_changes(
+    known: &mut Map<String, Value>,
+    after: Map<String, Value>,
+) -> Map<String, Value> {
     let mut changes = Map::new();
-    for field in after.keys() {
-        let (from, to) = (before.get(field), after.get(field));
-        if from == to {
+    for (field, to) in after {
+        let from = known.get(&field);
+        if from == Some(&to) {
             continue;
         }
         let shown = |value: Option<&Value>| match value {
@@ -46,13 +50,15 @@ pub fn diff(before: &Map<String, Value>, after: &Map<String, Value>) -> Map<Stri
             Some(_) if SECRET_FIELDS.contains(&field.as_str()) => json!(REDACTED),
             Some(value) => value.clone(),
         };
-        changes.insert(field.clone(), json!({"from": shown(from), "to": shown(to)}));
+        let change = json!({"from": shown(from), "to": shown(Some(&to))});
+        changes.insert(field.clone(), change);
+        known.insert(field, to);
     }
     changes
 }
 
-/// Last known values of each (stream, section) touched by a batch.
-type Sections = HashMap<(String, &'static str), Map<String, Value>>;
+/// Last known values of each stream's sections.
+type Sections = HashMap<String, HashMap<&'static str, Map<String, Value>>>;
 
 impl Projection for AuditProjection {
     fn name(&self) -> &'static str {
@@ -101,19 +107,21 @@ impl Planner for AuditPlanner {
                 let Value::Object(after) = value else {
                     continue;
                 };
-                let key = (event.stream_id.clone(), section);
-                let known = self.sections.entry(key.clone()).or_default();
-                changes.extend(diff(known, &after));
-                known.extend(after);
-                touched.insert(key);
+                let stream = match self.sections.get_mut(&event.stream_id) {
+                    Some(stream) => stream,
+                    None => self.sections.entry(event.stream_id.clone()).or_default(),
+                };
+                changes.extend(record_changes(stream.entry(section).or_default(), after));
+                touched.insert((event.stream_id.as_str(), section));
             }
             entries.push(entry(event, described.summary, changes));
         }
         let remembered = touched
             .into_iter()
-            .map(|key| {
-                let data = serde_json::to_string(&self.sections[&key]).expect("JSON serializes");
-                vec![key.0.into(), key.1.into(), data.into()]
+            .map(|(stream, section)| {
+                let data = serde_json::to_string(&self.sections[stream][section])
+                    .expect("JSON serializes");
+                vec![stream.into(), section.into(), data.into()]
             })
             .collect();
         Ok(vec![
@@ -177,7 +185,8 @@ async fn previous_sections(
             };
             let data: Map<String, Value> = serde_json::from_str(&row.try_get::<String, _>(2)?)
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            sections.insert((row.try_get(0)?, *section), data);
+            let stream: String = row.try_get(0)?;
+            sections.entry(stream).or_default().insert(section, data);
         }
     }
     Ok(sections)
@@ -192,24 +201,28 @@ mod tests {
     }
 
     #[test]
-    fn diff_lists_changed_fields_only() {
-        let before = object(json!({"name": "Acme", "city": "Leeds", "country": null}));
+    fn changes_list_changed_fields_only_and_are_kept() {
+        let mut known = object(json!({"name": "Acme", "city": "Leeds", "country": null}));
         let after = object(json!({"name": "Acme Ltd", "city": "Leeds", "country": "GB"}));
         assert_eq!(
-            Value::Object(diff(&before, &after)),
+            Value::Object(record_changes(&mut known, after)),
             json!({"name": {"from": "Acme", "to": "Acme Ltd"}, "country": {"from": null, "to": "GB"}})
+        );
+        assert_eq!(
+            Value::Object(known),
+            json!({"name": "Acme Ltd", "city": "Leeds", "country": "GB"})
         );
     }
 
     #[test]
-    fn diff_redacts_secrets() {
-        let before = object(json!({"password_hash": "$argon2id$old"}));
+    fn changes_redact_secrets() {
+        let mut known = object(json!({"password_hash": "$argon2id$old"}));
         let after = object(json!({"password_hash": "$argon2id$new"}));
         assert_eq!(
-            Value::Object(diff(&before, &after)),
+            Value::Object(record_changes(&mut known, after)),
             json!({"password_hash": {"from": "***", "to": "***"}})
         );
-        let first = diff(&Map::new(), &object(json!({"api_key": "sk_live_123"})));
+        let first = record_changes(&mut Map::new(), object(json!({"api_key": "sk_live_123"})));
         assert_eq!(
             Value::Object(first),
             json!({"api_key": {"from": null, "to": "***"}})
