@@ -80,7 +80,19 @@ impl Rows {
 /// Writes every table's rows, in order.
 pub async fn write_all(conn: &mut AnyConnection, tables: Vec<Rows>) -> Result<(), sqlx::Error> {
     let backend = Backend::of(conn);
-    for statement in tables.into_iter().flat_map(|rows| rows.statements(backend)) {
+    let statements = tables
+        .into_iter()
+        .flat_map(|rows| rows.statements(backend))
+        .collect();
+    execute_all(conn, statements).await
+}
+
+/// Runs bound statements, in order.
+pub async fn execute_all(
+    conn: &mut AnyConnection,
+    statements: Vec<Statement>,
+) -> Result<(), sqlx::Error> {
+    for statement in statements {
         statement.execute(&mut *conn).await?;
     }
     Ok(())

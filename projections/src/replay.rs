@@ -12,7 +12,11 @@ use switchyard_command::{
 };
 use tokio::sync::mpsc;
 
-use crate::{Planner, Projection, ProjectionError, bulk::Statement, runner::save_checkpoint};
+use crate::{
+    Planner, Projection, ProjectionError,
+    bulk::{self, Statement},
+    runner::save_checkpoint,
+};
 
 /// Events read and applied per transaction during a rebuild: larger than the live runner's
 /// batches, since nobody waits for a rebuild's first events.
@@ -31,31 +35,26 @@ pub async fn rebuild_all(db: &Database, progress: impl FnMut(i64)) -> Result<(),
     rebuild_in_batches(db, REBUILD_BATCH, progress).await
 }
 
-/// [`rebuild_all`], `batch` events per transaction: tests use small batches to cross batch
-/// boundaries.
+/// [`rebuild_all`], `batch_size` events per transaction: tests use small batches to cross
+/// batch boundaries.
 pub async fn rebuild_in_batches(
     db: &Database,
-    batch: i64,
+    batch_size: i64,
     mut progress: impl FnMut(i64),
 ) -> Result<(), ProjectionError> {
     let projections = crate::all();
     reset(db, &projections).await?;
     let planners = projections.iter().map(|p| p.planner()).collect();
-    let mut planned = plan(read(db.clone(), batch), planners, db.backend);
+    let mut planned = plan(read(db.clone(), batch_size), planners, db.backend);
     while let Some(next) = planned.recv().await {
         let Planned { events, statements } = next?;
-        let last = events
-            .last()
-            .expect("batches are not empty")
-            .global_position;
+        let Some(last) = events.last().map(|e| e.global_position) else {
+            return Ok(());
+        };
         let mut tx = db.begin_write().await?;
         for (projection, statements) in projections.iter().zip(statements) {
             match statements {
-                Some(statements) => {
-                    for statement in statements {
-                        statement.execute(&mut *tx).await?;
-                    }
-                }
+                Some(statements) => bulk::execute_all(&mut tx, statements).await?,
                 None => projection.apply(&mut tx, &events).await?,
             }
             save_checkpoint(&mut tx, projection.name(), last).await?;
@@ -63,24 +62,25 @@ pub async fn rebuild_in_batches(
         tx.commit().await?;
         progress(last);
     }
-    Ok(())
+    // The stages end the stream with an empty batch; a stage that stopped without it
+    // panicked, and the rebuild must not pass for complete.
+    panic!("a rebuild stage stopped before the end of the log")
 }
 
 type Stage<T> = mpsc::Receiver<Result<T, ProjectionError>>;
 
 /// Reads the log batch by batch, one batch ahead of the planner. Events are immutable, so
 /// reading needs no transaction shared with the writes.
-fn read(db: Database, batch: i64) -> Stage<Vec<RecordedEvent>> {
+fn read(db: Database, batch_size: i64) -> Stage<Vec<RecordedEvent>> {
     let (batches, receiver) = mpsc::channel(1);
     tokio::spawn(async move {
         let mut after = 0;
         loop {
-            let batch = read_after(&db.pool, db.backend, after, batch)
+            let batch = read_after(&db.pool, db.backend, after, batch_size)
                 .await
                 .map_err(ProjectionError::from);
-            // Ends after the last batch, or after sending the first error.
+            // Ends after sending the empty batch that marks the end, or the first error.
             let last = match &batch {
-                Ok(events) if events.is_empty() => return,
                 Ok(events) => events.last().map(|e| e.global_position),
                 Err(_) => None,
             };
@@ -106,24 +106,7 @@ fn plan(
     let (planned, receiver) = mpsc::channel(1);
     tokio::task::spawn_blocking(move || {
         while let Some(batch) = batches.blocking_recv() {
-            let batch = batch.and_then(|events| {
-                let statements = planners
-                    .iter_mut()
-                    .map(|planner| {
-                        let Some(planner) = planner else {
-                            return Ok(None);
-                        };
-                        let tables = planner.plan(&events)?;
-                        Ok(Some(
-                            tables
-                                .into_iter()
-                                .flat_map(|rows| rows.statements(backend))
-                                .collect(),
-                        ))
-                    })
-                    .collect::<Result<_, ProjectionError>>()?;
-                Ok(Planned { events, statements })
-            });
+            let batch = batch.and_then(|events| plan_batch(&mut planners, events, backend));
             let failed = batch.is_err();
             if planned.blocking_send(batch).is_err() || failed {
                 return;
@@ -131,6 +114,29 @@ fn plan(
         }
     });
     receiver
+}
+
+/// Every planner's rows for `events`, bound into statements.
+fn plan_batch(
+    planners: &mut [Option<Box<dyn Planner>>],
+    events: Vec<RecordedEvent>,
+    backend: Backend,
+) -> Result<Planned, ProjectionError> {
+    let mut statements = Vec::with_capacity(planners.len());
+    for planner in planners {
+        let planned = match planner {
+            Some(planner) => Some(
+                planner
+                    .plan(&events)?
+                    .into_iter()
+                    .flat_map(|rows| rows.statements(backend))
+                    .collect(),
+            ),
+            None => None,
+        };
+        statements.push(planned);
+    }
+    Ok(Planned { events, statements })
 }
 
 async fn reset(db: &Database, projections: &[Arc<dyn Projection>]) -> Result<(), sqlx::Error> {
