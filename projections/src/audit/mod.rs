@@ -107,6 +107,7 @@ impl Planner for AuditPlanner {
                 let Value::Object(after) = value else {
                     continue;
                 };
+                // Looked up by reference first: the stream id is cloned only on first sight.
                 let stream = match self.sections.get_mut(&event.stream_id) {
                     Some(stream) => stream,
                     None => self.sections.entry(event.stream_id.clone()).or_default(),
