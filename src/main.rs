@@ -17,7 +17,8 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: events decode into many small strings and
 /// JSON values, and with glibc's allocator a rebuild spent about a fifth of its time
-/// allocating and freeing them (rebuild of 104k events on SQLite: 2.0 s → 1.6 s).
+/// allocating and freeing them (rebuild of 104k events on SQLite: 2.0 s → 1.6 s). The
+/// workspace's `Cargo.toml` says why SQLite's allocations go to it too, without huge pages.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
