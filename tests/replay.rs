@@ -10,10 +10,18 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Row;
 use switchyard::service::{AdminCredentials, create_account};
-use switchyard_command::Database;
-use switchyard_projections::replay;
+use switchyard_command::{
+    Backend as SqliteOrPostgres, Database,
+    domain::AccountId,
+    event_log::{EventLog, ExpectedVersion, Metadata, NewEvent, StreamWrite},
+};
+use switchyard_projections::{ProjectionError, replay};
+use uuid::Uuid;
 
-on_both_backends!(a_rebuild_equals_the_live_read_models);
+on_both_backends!(
+    a_rebuild_equals_the_live_read_models,
+    a_failed_rebuild_leaves_the_read_models_as_they_were
+);
 
 /// Every read-model table, rows in a stable order, values as text.
 async fn dump(db: &Database) -> Vec<(String, Vec<String>)> {
@@ -55,7 +63,9 @@ async fn dump(db: &Database) -> Vec<(String, Vec<String>)> {
     dumped
 }
 
-async fn a_rebuild_equals_the_live_read_models(backend: Backend) {
+/// An app whose log holds every kind of event the read models show, all of it projected;
+/// returns the second account's id.
+async fn app_with_history(backend: Backend) -> (TestApp, AccountId) {
     let app = TestApp::spawn(backend).await;
     for n in 0..3 {
         app.put("/v1/account/company", &company(&format!("Acme {n}")))
@@ -107,7 +117,11 @@ async fn a_rebuild_equals_the_live_read_models(backend: Backend) {
             .wait_for(second.opened.position, Duration::from_secs(10))
             .await
     );
+    (app, second.opened.account_id)
+}
 
+async fn a_rebuild_equals_the_live_read_models(backend: Backend) {
+    let (app, _) = app_with_history(backend).await;
     let db = app.database.open().await;
     let live = dump(&db).await;
     replay::rebuild_all(&db, |_| {}).await.unwrap();
@@ -118,4 +132,50 @@ async fn a_rebuild_equals_the_live_read_models(backend: Backend) {
     assert_eq!(live, dump(&db).await);
     let company: serde_json::Value = app.get("/v1/account/company").await.json().await.unwrap();
     assert_eq!(company["name"], "Acme 2");
+}
+
+/// A rebuild is one transaction: one that fails part way leaves every read model, checkpoint
+/// and index as it was.
+async fn a_failed_rebuild_leaves_the_read_models_as_they_were(backend: Backend) {
+    let (app, account) = app_with_history(backend).await;
+    // Stopped, so that no live projection moves a checkpoint while the rebuild fails.
+    let TestApp {
+        service, database, ..
+    } = app;
+    service.shutdown().await.unwrap();
+    let db = database.open().await;
+    let before = dump(&db).await;
+    // An event no projection can decode, after all the good ones.
+    let unreadable = StreamWrite {
+        stream_id: format!("account-{}", Uuid::new_v4()),
+        stream_type: "account".into(),
+        expected: ExpectedVersion::NoStream,
+        events: vec![NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "CompanyInformationChanged".into(),
+            schema_version: 1,
+            data: json!({"not": "company information"}),
+        }],
+    };
+    let log = EventLog::start(db.clone()).await.unwrap();
+    log.append(vec![unreadable], Metadata::system(account))
+        .await
+        .unwrap();
+
+    let failed = replay::rebuild_in_batches(&db, 4, |_| {}).await;
+    assert!(
+        matches!(failed, Err(ProjectionError::Decode { .. })),
+        "{failed:?}"
+    );
+    assert_eq!(before, dump(&db).await);
+    let index = match db.backend {
+        SqliteOrPostgres::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'audit_by_account'"
+        }
+        SqliteOrPostgres::Postgres => {
+            "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'audit_by_account'"
+        }
+    };
+    let count: i64 = sqlx::query_scalar(index).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(count, 1, "the audit log's account index is back");
 }

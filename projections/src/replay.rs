@@ -1,11 +1,16 @@
-//! Rebuilding read models from the event log: one pass over the log, each batch applied to
-//! every projection in one transaction that also moves every checkpoint.
+//! Rebuilding read models from the event log: one pass over the log, in one transaction, so
+//! a rebuild that fails or is stopped leaves every read model and checkpoint as it was.
 //!
 //! Three stages overlap, each on its own task: reading batch N+2, planning batch N+1 (the
 //! CPU work of projections that have a [`Planner`]) and writing batch N.
+//!
+//! The planners' tables lose their non-unique indexes for the rebuild and get them back at
+//! its end: one sort per index, instead of an insert into a random page for every row. On
+//! SQLite that took a third off the writer's time.
 
 use std::sync::Arc;
 
+use sqlx::{Any, Transaction};
 use switchyard_command::{
     Backend, Database,
     event_log::{RecordedEvent, read_after},
@@ -18,8 +23,8 @@ use crate::{
     runner::save_checkpoint,
 };
 
-/// Events read and applied per transaction during a rebuild: larger than the live runner's
-/// batches, since nobody waits for a rebuild's first events.
+/// Events read, planned and written per batch during a rebuild: larger than the live
+/// runner's batches, since nobody waits for a rebuild's first events.
 const REBUILD_BATCH: i64 = 5_000;
 
 /// A batch ready to write: its events, and the statements of each projection that has a
@@ -35,36 +40,56 @@ pub async fn rebuild_all(db: &Database, progress: impl FnMut(i64)) -> Result<(),
     rebuild_in_batches(db, REBUILD_BATCH, progress).await
 }
 
-/// [`rebuild_all`], `batch_size` events per transaction: tests use small batches to cross
-/// batch boundaries.
+/// [`rebuild_all`], `batch_size` events per batch: tests use small batches to cross batch
+/// boundaries.
 pub async fn rebuild_in_batches(
     db: &Database,
     batch_size: i64,
     mut progress: impl FnMut(i64),
 ) -> Result<(), ProjectionError> {
     let projections = crate::all();
-    reset(db, &projections).await?;
-    let planners = projections.iter().map(|p| p.planner()).collect();
+    let planners: Vec<_> = projections.iter().map(|p| p.planner()).collect();
+    let planned_tables: Vec<&str> = projections
+        .iter()
+        .zip(&planners)
+        .filter(|(_, planner)| planner.is_some())
+        .flat_map(|(projection, _)| projection.tables().iter().copied())
+        .collect();
+    let mut tx = db.begin_write().await?;
+    reset(&mut tx, db.backend, &projections).await?;
+    let dropped_indexes = drop_lookup_indexes(&mut tx, db.backend, &planned_tables).await?;
     let mut planned = plan(read(db.clone(), batch_size), planners, db.backend);
-    while let Some(next) = planned.recv().await {
+    let mut last = 0;
+    loop {
+        // The stages end the stream with an empty batch; a stage that stopped without it
+        // panicked, and the rebuild must not pass for complete.
+        let next = planned
+            .recv()
+            .await
+            .expect("a rebuild stage stopped before the end of the log");
         let Planned { events, statements } = next?;
-        let Some(last) = events.last().map(|e| e.global_position) else {
-            return Ok(());
+        let Some(batch_last) = events.last().map(|e| e.global_position) else {
+            break;
         };
-        let mut tx = db.begin_write().await?;
         for (projection, statements) in projections.iter().zip(statements) {
             match statements {
                 Some(statements) => bulk::execute_all(&mut tx, statements).await?,
                 None => projection.apply(&mut tx, &events).await?,
             }
-            save_checkpoint(&mut tx, projection.name(), last).await?;
         }
-        tx.commit().await?;
+        last = batch_last;
         progress(last);
     }
-    // The stages end the stream with an empty batch; a stage that stopped without it
-    // panicked, and the rebuild must not pass for complete.
-    panic!("a rebuild stage stopped before the end of the log")
+    for create in dropped_indexes {
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&mut *tx)
+            .await?;
+    }
+    for projection in &projections {
+        save_checkpoint(&mut tx, projection.name(), last).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 type Stage<T> = mpsc::Receiver<Result<T, ProjectionError>>;
@@ -139,18 +164,21 @@ fn plan_batch(
     Ok(Planned { events, statements })
 }
 
-async fn reset(db: &Database, projections: &[Arc<dyn Projection>]) -> Result<(), sqlx::Error> {
+async fn reset(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    projections: &[Arc<dyn Projection>],
+) -> Result<(), sqlx::Error> {
     // PostgreSQL's DELETE would leave every row behind as a dead tuple, and each row the
     // rebuild inserts again would meet its dead twin in the unique index.
-    let empty = match db.backend {
+    let empty = match backend {
         Backend::Sqlite => "DELETE FROM",
         Backend::Postgres => "TRUNCATE",
     };
-    let mut tx = db.pool.begin().await?;
     for projection in projections {
         for table in projection.tables() {
             sqlx::query(sqlx::AssertSqlSafe(format!("{empty} {table}")))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         sqlx::query(
@@ -158,8 +186,43 @@ async fn reset(db: &Database, projections: &[Arc<dyn Projection>]) -> Result<(),
              ON CONFLICT (projection) DO UPDATE SET position = 0",
         )
         .bind(projection.name())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await
+    Ok(())
+}
+
+/// Drops the non-unique indexes of `tables` and returns the statements that create them
+/// again. Only tables written by planners qualify: a planner never reads the database, and
+/// its upserts need the unique indexes, which stay.
+async fn drop_lookup_indexes(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    tables: &[&str],
+) -> Result<Vec<String>, sqlx::Error> {
+    let find = match backend {
+        Backend::Sqlite => {
+            "SELECT m.name, m.sql FROM pragma_index_list($1) AS l \
+             JOIN sqlite_master AS m ON m.name = l.name WHERE l.\"unique\" = 0"
+        }
+        Backend::Postgres => {
+            "SELECT i.relname::text, pg_get_indexdef(x.indexrelid) FROM pg_index AS x \
+             JOIN pg_class AS i ON i.oid = x.indexrelid \
+             WHERE x.indrelid = $1::text::regclass AND NOT x.indisunique"
+        }
+    };
+    let mut definitions = Vec::new();
+    for table in tables {
+        let indexes: Vec<(String, String)> = sqlx::query_as(find)
+            .bind(*table)
+            .fetch_all(&mut **tx)
+            .await?;
+        for (name, definition) in indexes {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX \"{name}\"")))
+                .execute(&mut **tx)
+                .await?;
+            definitions.push(definition);
+        }
+    }
+    Ok(definitions)
 }
