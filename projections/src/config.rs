@@ -37,7 +37,7 @@ pub fn without_secret(value: &impl Serialize, secret: &str) -> serde_json::Value
     value
 }
 
-/// The newest value of each (account, section) in a batch: earlier ones are overwritten.
+/// The newest value of each (account, section): earlier ones are overwritten.
 type Latest = HashMap<(String, &'static str), (i64, String)>;
 
 fn keep(latest: &mut Latest, event: &RecordedEvent, section: &'static str, value: &impl Serialize) {
@@ -60,38 +60,42 @@ impl Projection for ConfigProjection {
         conn: &'c mut AnyConnection,
         events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>> {
-        async move { Ok(write_all(conn, ConfigPlanner.plan(events)?).await?) }.boxed()
+        async move {
+            let rows = ConfigPlanner::default().plan_with_latest(events)?;
+            Ok(write_all(conn, rows).await?)
+        }
+        .boxed()
     }
 
     fn planner(&self) -> Option<Box<dyn Planner>> {
-        Some(Box::new(ConfigPlanner))
+        Some(Box::<ConfigPlanner>::default())
     }
 }
 
-/// A batch's configuration rows depend on that batch alone: the newest value of each
-/// section it touches overwrites the stored one.
-struct ConfigPlanner;
+/// Configuration rows depend on the events alone: the newest value of each section
+/// overwrites the stored one.
+#[derive(Default)]
+struct ConfigPlanner {
+    latest: Latest,
+}
 
 impl Planner for ConfigPlanner {
     fn plan(&mut self, events: &[RecordedEvent]) -> Result<Vec<Rows>, ProjectionError> {
-        let mut latest = Latest::new();
+        let latest = &mut self.latest;
         for event in events
             .iter()
             .filter(|e| e.stream_type == ChannelsEvent::STREAM_TYPE)
         {
             match decode::<ChannelsEvent>(event).map_err(ProjectionError::decode(event))? {
                 ChannelsEvent::SmtpSettingsChanged(smtp) => keep(
-                    &mut latest,
+                    latest,
                     event,
                     SMTP_SECTION,
                     &without_secret(&smtp, "password"),
                 ),
-                ChannelsEvent::SmsSettingsChanged(sms) => keep(
-                    &mut latest,
-                    event,
-                    SMS_SECTION,
-                    &without_secret(&sms, "api_key"),
-                ),
+                ChannelsEvent::SmsSettingsChanged(sms) => {
+                    keep(latest, event, SMS_SECTION, &without_secret(&sms, "api_key"))
+                }
                 ChannelsEvent::SmtpTestRequested { .. }
                 | ChannelsEvent::SmsTestRequested { .. } => {}
             }
@@ -102,28 +106,33 @@ impl Planner for ConfigPlanner {
         {
             match decode::<AccountEvent>(event).map_err(ProjectionError::decode(event))? {
                 AccountEvent::AccountOpened { company, general } => {
-                    keep(&mut latest, event, COMPANY_SECTION, &company);
-                    keep(&mut latest, event, GENERAL_SECTION, &general);
+                    keep(latest, event, COMPANY_SECTION, &company);
+                    keep(latest, event, GENERAL_SECTION, &general);
                 }
                 AccountEvent::CompanyInformationChanged(company) => {
-                    keep(&mut latest, event, COMPANY_SECTION, &company)
+                    keep(latest, event, COMPANY_SECTION, &company)
                 }
                 AccountEvent::GeneralInformationChanged(general) => {
-                    keep(&mut latest, event, GENERAL_SECTION, &general)
+                    keep(latest, event, GENERAL_SECTION, &general)
                 }
             }
         }
-        let rows = latest
-            .into_iter()
+        Ok(vec![])
+    }
+
+    fn take_latest(&mut self) -> Vec<Rows> {
+        let rows = self
+            .latest
+            .drain()
             .map(|((account, section), (version, data))| {
                 vec![account.into(), section.into(), version.into(), data.into()]
             })
             .collect();
-        Ok(vec![Rows {
+        vec![Rows {
             insert: "INSERT INTO account_config (account_id, section, version, data)",
             on_conflict: "ON CONFLICT (account_id, section) DO UPDATE \
                           SET version = excluded.version, data = excluded.data",
             rows,
-        }])
+        }]
     }
 }

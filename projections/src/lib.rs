@@ -51,8 +51,21 @@ pub trait Projection: Send + Sync + 'static {
 /// it needs of earlier batches itself: so a rebuild plans the next batch while the current
 /// one is written.
 pub trait Planner: Send {
-    /// The rows `events` write, given every batch planned before.
+    /// Folds `events` in, after every batch planned before, and returns the rows that
+    /// record them one by one (the audit log's entries), which no later event changes.
     fn plan(&mut self, events: &[RecordedEvent]) -> Result<Vec<bulk::Rows>, ProjectionError>;
+    /// Upserts of the newest state of everything folded in since the last call. A rebuild
+    /// takes them once, at its end, instead of rewriting the same rows batch after batch.
+    fn take_latest(&mut self) -> Vec<bulk::Rows>;
+    /// Everything one live batch writes.
+    fn plan_with_latest(
+        &mut self,
+        events: &[RecordedEvent],
+    ) -> Result<Vec<bulk::Rows>, ProjectionError> {
+        let mut rows = self.plan(events)?;
+        rows.extend(self.take_latest());
+        Ok(rows)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -27,11 +27,15 @@ use crate::{
 /// runner's batches, since nobody waits for a rebuild's first events.
 const REBUILD_BATCH: i64 = 5_000;
 
-/// A batch ready to write: its events, and the statements of each projection that has a
-/// planner (`None` for the others, which apply the events themselves).
-struct Planned {
-    events: Vec<RecordedEvent>,
-    statements: Vec<Option<Vec<Statement>>>,
+enum Planned {
+    /// A batch ready to write: its events, and the statements of each projection that has
+    /// a planner (`None` for the others, which apply the events themselves).
+    Batch {
+        events: Vec<RecordedEvent>,
+        statements: Vec<Option<Vec<Statement>>>,
+    },
+    /// The end of the log: the planners' latest state.
+    End(Vec<Statement>),
 }
 
 /// Empties every read model and applies the whole log again. `progress(position)` is called
@@ -61,15 +65,18 @@ pub async fn rebuild_in_batches(
     let mut planned = plan(read(db.clone(), batch_size), planners, db.backend);
     let mut last = 0;
     loop {
-        // The stages end the stream with an empty batch; a stage that stopped without it
-        // panicked, and the rebuild must not pass for complete.
+        // The stages end with an empty batch, planned as `End`; a stage that stopped
+        // without it panicked, and the rebuild must not pass for complete.
         let next = planned
             .recv()
             .await
             .expect("a rebuild stage stopped before the end of the log");
-        let Planned { events, statements } = next?;
-        let Some(batch_last) = events.last().map(|e| e.global_position) else {
-            break;
+        let (events, statements) = match next? {
+            Planned::Batch { events, statements } => (events, statements),
+            Planned::End(latest) => {
+                bulk::execute_all(&mut tx, latest).await?;
+                break;
+            }
         };
         for (projection, statements) in projections.iter().zip(statements) {
             match statements {
@@ -77,7 +84,7 @@ pub async fn rebuild_in_batches(
                 None => projection.apply(&mut tx, &events).await?,
             }
         }
-        last = batch_last;
+        last = events.last().map_or(last, |e| e.global_position);
         progress(last);
     }
     for create in dropped_indexes {
@@ -122,7 +129,7 @@ fn read(db: Database, batch_size: i64) -> Stage<Vec<RecordedEvent>> {
 }
 
 /// Plans each batch on a blocking thread (planning is CPU work), one batch ahead of the
-/// writer.
+/// writer; at the end of the log, takes the planners' latest state.
 fn plan(
     mut batches: Stage<Vec<RecordedEvent>>,
     mut planners: Vec<Option<Box<dyn Planner>>>,
@@ -131,9 +138,12 @@ fn plan(
     let (planned, receiver) = mpsc::channel(1);
     tokio::task::spawn_blocking(move || {
         while let Some(batch) = batches.blocking_recv() {
-            let batch = batch.and_then(|events| plan_batch(&mut planners, events, backend));
-            let failed = batch.is_err();
-            if planned.blocking_send(batch).is_err() || failed {
+            let batch = batch.and_then(|events| match events.is_empty() {
+                true => Ok(Planned::End(latest(&mut planners, backend))),
+                false => plan_batch(&mut planners, events, backend),
+            });
+            let last = !matches!(batch, Ok(Planned::Batch { .. }));
+            if planned.blocking_send(batch).is_err() || last {
                 return;
             }
         }
@@ -161,7 +171,17 @@ fn plan_batch(
         };
         statements.push(planned);
     }
-    Ok(Planned { events, statements })
+    Ok(Planned::Batch { events, statements })
+}
+
+/// Every planner's latest state, bound into statements.
+fn latest(planners: &mut [Option<Box<dyn Planner>>], backend: Backend) -> Vec<Statement> {
+    planners
+        .iter_mut()
+        .flatten()
+        .flat_map(|planner| planner.take_latest())
+        .flat_map(|rows| rows.statements(backend))
+        .collect()
 }
 
 async fn reset(

@@ -1,7 +1,7 @@
 //! The audit log: one entry per event, with who, when, from where, a one-line summary and
 //! field-level `from → to` changes. Secret fields never reach it: they show as `***`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use futures::{FutureExt, future::BoxFuture};
 use serde_json::{Map, Value, json};
@@ -58,7 +58,14 @@ pub fn record_changes(
 }
 
 /// Last known values of each stream's sections.
-type Sections = HashMap<String, HashMap<&'static str, Map<String, Value>>>;
+type Sections = HashMap<String, HashMap<&'static str, Section>>;
+
+#[derive(Default)]
+struct Section {
+    values: Map<String, Value>,
+    /// Set by an event since `take_latest` last wrote it.
+    unsaved: bool,
+}
 
 impl Projection for AuditProjection {
     fn name(&self) -> &'static str {
@@ -78,7 +85,7 @@ impl Projection for AuditProjection {
             let mut planner = AuditPlanner {
                 sections: previous_sections(conn, events).await?,
             };
-            Ok(write_all(conn, planner.plan(events)?).await?)
+            Ok(write_all(conn, planner.plan_with_latest(events)?).await?)
         }
         .boxed()
     }
@@ -98,7 +105,6 @@ struct AuditPlanner {
 
 impl Planner for AuditPlanner {
     fn plan(&mut self, events: &[RecordedEvent]) -> Result<Vec<Rows>, ProjectionError> {
-        let mut touched = HashSet::new();
         let mut entries = Vec::with_capacity(events.len());
         for event in events {
             let described = describe(event).map_err(ProjectionError::decode(event))?;
@@ -112,32 +118,34 @@ impl Planner for AuditPlanner {
                     Some(stream) => stream,
                     None => self.sections.entry(event.stream_id.clone()).or_default(),
                 };
-                changes.extend(record_changes(stream.entry(section).or_default(), after));
-                touched.insert((event.stream_id.as_str(), section));
+                let section = stream.entry(section).or_default();
+                changes.extend(record_changes(&mut section.values, after));
+                section.unsaved = true;
             }
             entries.push(entry(event, described.summary, changes));
         }
-        let remembered = touched
-            .into_iter()
-            .map(|(stream, section)| {
-                let data = serde_json::to_string(&self.sections[stream][section])
-                    .expect("JSON serializes");
-                vec![stream.into(), section.into(), data.into()]
-            })
-            .collect();
-        Ok(vec![
-            Rows {
-                insert: "INSERT INTO audit_log (position, account_id, recorded_at, actor_id, \
-                         client_ip, user_agent, request_id, event_type, stream_id, summary, changes)",
-                on_conflict: "ON CONFLICT (position) DO NOTHING",
-                rows: entries,
-            },
-            Rows {
-                insert: "INSERT INTO audit_sections (stream_id, section, data)",
-                on_conflict: "ON CONFLICT (stream_id, section) DO UPDATE SET data = excluded.data",
-                rows: remembered,
-            },
-        ])
+        Ok(vec![Rows {
+            insert: "INSERT INTO audit_log (position, account_id, recorded_at, actor_id, \
+                     client_ip, user_agent, request_id, event_type, stream_id, summary, changes)",
+            on_conflict: "ON CONFLICT (position) DO NOTHING",
+            rows: entries,
+        }])
+    }
+
+    fn take_latest(&mut self) -> Vec<Rows> {
+        let mut rows = Vec::new();
+        for (stream, sections) in &mut self.sections {
+            for (name, section) in sections.iter_mut().filter(|(_, s)| s.unsaved) {
+                section.unsaved = false;
+                let data = serde_json::to_string(&section.values).expect("JSON serializes");
+                rows.push(vec![stream.as_str().into(), (*name).into(), data.into()]);
+            }
+        }
+        vec![Rows {
+            insert: "INSERT INTO audit_sections (stream_id, section, data)",
+            on_conflict: "ON CONFLICT (stream_id, section) DO UPDATE SET data = excluded.data",
+            rows,
+        }]
     }
 }
 
@@ -187,7 +195,11 @@ async fn previous_sections(
             let data: Map<String, Value> = serde_json::from_str(&row.try_get::<String, _>(2)?)
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             let stream: String = row.try_get(0)?;
-            sections.entry(stream).or_default().insert(section, data);
+            let values = Section {
+                values: data,
+                unsaved: false,
+            };
+            sections.entry(stream).or_default().insert(section, values);
         }
     }
     Ok(sections)
