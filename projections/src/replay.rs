@@ -27,6 +27,7 @@ use crate::{
 /// runner's batches, since nobody waits for a rebuild's first events.
 const REBUILD_BATCH: i64 = 5_000;
 
+/// What the planning stage hands the writer.
 enum Planned {
     /// A batch ready to write: its events, and the statements of each projection that has
     /// a planner (`None` for the others, which apply the events themselves).

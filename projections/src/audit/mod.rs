@@ -195,11 +195,11 @@ async fn previous_sections(
             let data: Map<String, Value> = serde_json::from_str(&row.try_get::<String, _>(2)?)
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             let stream: String = row.try_get(0)?;
-            let values = Section {
+            let known = Section {
                 values: data,
                 unsaved: false,
             };
-            sections.entry(stream).or_default().insert(section, values);
+            sections.entry(stream).or_default().insert(section, known);
         }
     }
     Ok(sections)
