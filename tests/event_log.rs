@@ -191,7 +191,7 @@ async fn old_event_shapes_are_upcast_on_read(backend: Backend) {
         }
         Backend::Postgres => {
             "INSERT INTO events (stream_id, stream_type, version, event_id, event_type, schema_version, data, metadata, recorded_at) \
-             VALUES ('account-old', 'account', 1, $1::uuid, 'GeneralInformationChanged', 1, $2::jsonb, $3::jsonb, '2025-01-01T00:00:00Z')"
+             VALUES ('account-old', 'account', 1, $1::uuid, 'GeneralInformationChanged', 1, $2::json, $3::json, '2025-01-01T00:00:00Z')"
         }
     };
     sqlx::query(sql)

@@ -170,7 +170,7 @@ impl Backend {
             .join(", ")
     }
 
-    /// `($1, $2::jsonb), ($3, $4::jsonb), …` for a multi-row INSERT of `rows` rows, with a
+    /// `($1, $2::json), ($3, $4::json), …` for a multi-row INSERT of `rows` rows, with a
     /// column's cast after each of its placeholders.
     pub fn values_clause(self, rows: usize, casts: &[&str]) -> String {
         let mut clause = String::with_capacity(rows * casts.len() * 6);
@@ -196,8 +196,8 @@ mod tests {
     #[test]
     fn values_clause_numbers_placeholders_row_by_row() {
         assert_eq!(
-            Backend::Postgres.values_clause(2, &["", "::jsonb"]),
-            "($1, $2::jsonb), ($3, $4::jsonb)"
+            Backend::Postgres.values_clause(2, &["", "::json"]),
+            "($1, $2::json), ($3, $4::json)"
         );
         assert_eq!(
             Backend::Sqlite.values_clause(2, &["", ""]),

@@ -275,8 +275,8 @@ async fn insert(
             "::uuid",
             "",
             "",
-            "::jsonb",
-            "::jsonb",
+            "::json",
+            "::json",
             "::timestamptz",
         ],
     };
