@@ -52,7 +52,9 @@ pub trait Projection: Send + Sync + 'static {
 /// one is written.
 pub trait Planner: Send {
     /// Folds `events` in, after every batch planned before, and returns the rows that
-    /// record them one by one (the audit log's entries), which no later event changes.
+    /// record them one by one (the audit log's entries), which no later event changes. A
+    /// rebuild inserts them without their `on_conflict`: each event is planned once, into
+    /// emptied tables.
     fn plan(&mut self, events: &[RecordedEvent]) -> Result<Vec<bulk::Rows>, ProjectionError>;
     /// Upserts of the newest state of everything folded in since the last call. A rebuild
     /// takes them once, at its end, instead of rewriting the same rows batch after batch.

@@ -165,7 +165,7 @@ fn plan_batch(
                 planner
                     .plan(&events)?
                     .into_iter()
-                    .flat_map(|rows| rows.statements(backend))
+                    .flat_map(|rows| rows.new_row_statements(backend))
                     .collect(),
             ),
             None => None,
