@@ -1,7 +1,7 @@
 //! One connection pool for either backend. SQL is shared where the dialects agree (`$N`
 //! placeholders work on both); the event log keeps its backend-specific statements itself.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{fmt::Write, path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
     AnyPool, Executor, any::AnyPoolOptions, migrate::Migrator, sqlite::SqliteConnectOptions,
@@ -152,35 +152,40 @@ impl Backend {
         }
     }
 
-    /// The bind parameter at 1-based `position`. SQLite gets anonymous `?`: it looks each
-    /// named parameter (`$N`) up with a linear scan when binding, which made binding a
-    /// 10,000-parameter statement take longer than running it.
-    fn placeholder(self, position: usize) -> String {
+    /// Appends the bind parameter at 1-based `position`. SQLite gets anonymous `?`: it
+    /// looks each named parameter (`$N`) up with a linear scan when binding, which made
+    /// binding a 10,000-parameter statement take longer than running it.
+    fn push_placeholder(self, sql: &mut String, position: usize) {
         match self {
-            Self::Sqlite => "?".to_owned(),
-            Self::Postgres => format!("${position}"),
+            Self::Sqlite => sql.push('?'),
+            Self::Postgres => write!(sql, "${position}").expect("writing to a String succeeds"),
         }
     }
 
     /// Placeholders for an `IN (…)` list of `count` values, each followed by `cast`.
     pub fn placeholders(self, count: usize, cast: &str) -> String {
-        (1..=count)
-            .map(|n| self.placeholder(n) + cast)
-            .collect::<Vec<_>>()
-            .join(", ")
+        let mut list = String::with_capacity(count * (cast.len() + 8));
+        for position in 1..=count {
+            if position > 1 {
+                list.push_str(", ");
+            }
+            self.push_placeholder(&mut list, position);
+            list.push_str(cast);
+        }
+        list
     }
 
     /// `($1, $2::json), ($3, $4::json), …` for a multi-row INSERT of `rows` rows, with a
     /// column's cast after each of its placeholders.
     pub fn values_clause(self, rows: usize, casts: &[&str]) -> String {
-        let mut clause = String::with_capacity(rows * casts.len() * 6);
+        let mut clause = String::with_capacity(rows * casts.len() * 8);
         for row in 0..rows {
             clause.push_str(if row == 0 { "(" } else { ", (" });
             for (column, cast) in casts.iter().enumerate() {
                 if column > 0 {
                     clause.push_str(", ");
                 }
-                clause.push_str(&self.placeholder(row * casts.len() + column + 1));
+                self.push_placeholder(&mut clause, row * casts.len() + column + 1);
                 clause.push_str(cast);
             }
             clause.push(')');
@@ -203,5 +208,14 @@ mod tests {
             Backend::Sqlite.values_clause(2, &["", ""]),
             "(?, ?), (?, ?)"
         );
+    }
+
+    #[test]
+    fn placeholders_list_one_per_value() {
+        assert_eq!(
+            Backend::Postgres.placeholders(3, "::uuid"),
+            "$1::uuid, $2::uuid, $3::uuid"
+        );
+        assert_eq!(Backend::Sqlite.placeholders(2, ""), "?, ?");
     }
 }
