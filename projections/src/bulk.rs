@@ -1,6 +1,8 @@
 //! Multi-row writes: a projection folds a whole batch in memory into the rows it writes
 //! ([`Rows`]), then writes each table in one or a few statements instead of one per event.
 
+use std::sync::Arc;
+
 use sqlx::{Any, AnyConnection, any::AnyArguments};
 use switchyard_command::{Backend, db::MAX_PARAMETERS};
 
@@ -69,14 +71,20 @@ impl Rows {
         let casts = vec![""; columns];
         let mut rows = self.rows.into_iter().peekable();
         let mut statements = vec![];
+        // Every chunk but the last has the same number of rows, so they share one SQL text:
+        // formatting thousands of placeholders per statement was 6% of a rebuild's CPU.
+        let mut shared_sql: Option<(usize, Arc<str>)> = None;
         while rows.peek().is_some() {
             let chunk: Vec<Vec<Param>> = rows.by_ref().take(MAX_PARAMETERS / columns).collect();
-            let sql = format!(
-                "{} VALUES {} {}",
-                self.insert,
-                backend.values_clause(chunk.len(), &casts),
-                on_conflict
-            );
+            let sql = match &shared_sql {
+                Some((rows, sql)) if *rows == chunk.len() => sql.clone(),
+                _ => {
+                    let values = backend.values_clause(chunk.len(), &casts);
+                    let sql: Arc<str> =
+                        format!("{} VALUES {values} {on_conflict}", self.insert).into();
+                    shared_sql.insert((chunk.len(), sql)).1.clone()
+                }
+            };
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for param in chunk.into_iter().flatten() {
                 query = match param {

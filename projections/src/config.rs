@@ -11,6 +11,7 @@ use sqlx::AnyConnection;
 use switchyard_command::{
     account::AccountEvent,
     channels::ChannelsEvent,
+    domain::AccountId,
     event_log::{EventCodec, RecordedEvent, decode},
 };
 
@@ -37,13 +38,30 @@ pub fn without_secret(value: &impl Serialize, secret: &str) -> serde_json::Value
     value
 }
 
-/// The newest value of each (account, section): earlier ones are overwritten.
-type Latest = HashMap<(String, &'static str), (i64, String)>;
+/// The newest value of each (account, section), with the version that set it. Earlier
+/// ones are overwritten unserialized: a rebuild serializes each section once, not once per
+/// event.
+type Latest = HashMap<(AccountId, &'static str), (i64, Box<dyn SectionValue>)>;
 
-fn keep(latest: &mut Latest, event: &RecordedEvent, section: &'static str, value: &impl Serialize) {
-    let data = serde_json::to_string(value).expect("configuration serializes");
-    let account = event.metadata.account_id.to_string();
-    latest.insert((account, section), (event.version, data));
+/// A section's value, serialized when it is written.
+trait SectionValue: Send {
+    fn to_json(&self) -> String;
+}
+
+impl<T: Serialize + Send> SectionValue for T {
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("configuration serializes")
+    }
+}
+
+fn keep(
+    latest: &mut Latest,
+    event: &RecordedEvent,
+    section: &'static str,
+    value: impl SectionValue + 'static,
+) {
+    let account = event.metadata.account_id;
+    latest.insert((account, section), (event.version, Box::new(value)));
 }
 
 impl Projection for ConfigProjection {
@@ -91,10 +109,10 @@ impl Planner for ConfigPlanner {
                     latest,
                     event,
                     SMTP_SECTION,
-                    &without_secret(&smtp, "password"),
+                    without_secret(&smtp, "password"),
                 ),
                 ChannelsEvent::SmsSettingsChanged(sms) => {
-                    keep(latest, event, SMS_SECTION, &without_secret(&sms, "api_key"))
+                    keep(latest, event, SMS_SECTION, without_secret(&sms, "api_key"))
                 }
                 ChannelsEvent::SmtpTestRequested { .. }
                 | ChannelsEvent::SmsTestRequested { .. } => {}
@@ -106,14 +124,14 @@ impl Planner for ConfigPlanner {
         {
             match decode::<AccountEvent>(event).map_err(ProjectionError::decode(event))? {
                 AccountEvent::AccountOpened { company, general } => {
-                    keep(latest, event, COMPANY_SECTION, &company);
-                    keep(latest, event, GENERAL_SECTION, &general);
+                    keep(latest, event, COMPANY_SECTION, company);
+                    keep(latest, event, GENERAL_SECTION, general);
                 }
                 AccountEvent::CompanyInformationChanged(company) => {
-                    keep(latest, event, COMPANY_SECTION, &company)
+                    keep(latest, event, COMPANY_SECTION, company)
                 }
                 AccountEvent::GeneralInformationChanged(general) => {
-                    keep(latest, event, GENERAL_SECTION, &general)
+                    keep(latest, event, GENERAL_SECTION, general)
                 }
             }
         }
@@ -125,7 +143,13 @@ impl Planner for ConfigPlanner {
             .latest
             .drain()
             .map(|((account, section), (version, data))| {
-                vec![account.into(), section.into(), version.into(), data.into()]
+                let data = data.to_json();
+                vec![
+                    account.to_string().into(),
+                    section.into(),
+                    version.into(),
+                    data.into(),
+                ]
             })
             .collect();
         vec![Rows {
