@@ -167,9 +167,11 @@ async fn main() -> anyhow::Result<()> {
                 ProgressStyle::with_template("[{bar:40}] {pos}/{len} events ({per_sec})")?
                     .progress_chars("=> "),
             );
+            let started = std::time::Instant::now();
             replay::rebuild_all(&db, |position| bar.set_position(position.max(0) as u64)).await?;
             bar.finish();
-            println!("Rebuilt every read model from {head} events.");
+            let took = started.elapsed();
+            println!("Rebuilt every read model from {head} events in {took:.2?}.");
         }
         Command::Account(AccountCommand::Create {
             name,

@@ -9,7 +9,7 @@ use common::{Backend, TestDatabase};
 use serde_json::json;
 use switchyard_command::{
     domain::AccountId,
-    event_log::{AppendError, EventLog, ExpectedVersion, Metadata, NewEvent, StreamWrite},
+    event_log::{AppendError, EventLog, ExpectedVersion, LogScan, Metadata, NewEvent, StreamWrite},
 };
 use uuid::Uuid;
 
@@ -19,6 +19,7 @@ on_both_backends!(
     a_retried_append_is_stored_once,
     concurrent_appends_to_one_stream_let_exactly_one_win,
     old_event_shapes_are_upcast_on_read,
+    a_scan_reads_the_whole_log_as_position_reads_do,
     a_reader_following_concurrent_writers_sees_every_position_once_in_order,
 );
 
@@ -202,6 +203,16 @@ async fn old_event_shapes_are_upcast_on_read(backend: Backend) {
         .await
         .unwrap();
     let stored = log.read_stream("account-old").await.unwrap();
+    let scanned = LogScan::open(&db)
+        .await
+        .unwrap()
+        .next_batch(10)
+        .await
+        .unwrap();
+    assert_eq!(
+        scanned, stored,
+        "a rebuild's scan upcasts as stream reads do"
+    );
     assert_eq!(stored[0].schema_version, 2);
     assert_eq!(stored[0].data["login_alerts"], json!(true));
     assert!(stored[0].data.get("security_addon").is_none());
@@ -211,6 +222,31 @@ async fn old_event_shapes_are_upcast_on_read(backend: Backend) {
         general,
         switchyard_command::account::AccountEvent::GeneralInformationChanged(g) if g.login_alerts
     ));
+}
+
+/// A rebuild reads through its own scan (a typed connection on PostgreSQL): batch by batch,
+/// it must answer exactly what position reads answer, ending with an empty batch.
+async fn a_scan_reads_the_whole_log_as_position_reads_do(backend: Backend) {
+    let (log, db) = log(backend).await;
+    let db = db.open().await;
+    for stream in ["a", "b", "c"] {
+        let events = (0..3).map(event).collect();
+        let append = write(stream, ExpectedVersion::NoStream, events);
+        log.append(vec![append], metadata()).await.unwrap();
+    }
+    let mut scan = LogScan::open(&db).await.unwrap();
+    let mut scanned = Vec::new();
+    loop {
+        let batch = scan.next_batch(4).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 4);
+        scanned.extend(batch);
+    }
+    let read = log.read_after(0, 100).await.unwrap();
+    assert_eq!(read.len(), 9);
+    assert_eq!(scanned, read);
 }
 
 /// Eight writers — each its own event-log instance with its own pool and writer task, as

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use sqlx::{Any, Transaction};
 use switchyard_command::{
     Backend, Database,
-    event_log::{RecordedEvent, read_after},
+    event_log::{LogScan, RecordedEvent},
 };
 use tokio::sync::mpsc;
 
@@ -107,22 +107,22 @@ type Stage<T> = mpsc::Receiver<Result<T, ProjectionError>>;
 fn read(db: Database, batch_size: i64) -> Stage<Vec<RecordedEvent>> {
     let (batches, receiver) = mpsc::channel(1);
     tokio::spawn(async move {
-        let mut after = 0;
+        let mut scan = match LogScan::open(&db).await {
+            Ok(scan) => scan,
+            Err(error) => {
+                let _ = batches.send(Err(error.into())).await;
+                return;
+            }
+        };
         loop {
-            let batch = read_after(&db.pool, db.backend, after, batch_size)
+            let batch = scan
+                .next_batch(batch_size)
                 .await
                 .map_err(ProjectionError::from);
             // Ends after sending the empty batch that marks the end, or the first error.
-            let last = match &batch {
-                Ok(events) => events.last().map(|e| e.global_position),
-                Err(_) => None,
-            };
-            if batches.send(batch).await.is_err() {
+            let last = !matches!(&batch, Ok(events) if !events.is_empty());
+            if batches.send(batch).await.is_err() || last {
                 return;
-            }
-            match last {
-                Some(last) => after = last,
-                None => return,
             }
         }
     });

@@ -11,7 +11,7 @@ mod upcast;
 mod writer;
 
 pub use codec::{EventCodec, decode, encode};
-pub use reader::{read_after, read_stream_until};
+pub use reader::{LogScan, read_after, read_stream_until};
 pub use types::{
     Actor, AppendError, Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamWrite,
 };
