@@ -138,6 +138,10 @@ impl Planner for ConfigPlanner {
         Ok(vec![])
     }
 
+    fn event_tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     fn take_latest(&mut self) -> Vec<Rows> {
         let rows = self
             .latest

@@ -56,6 +56,9 @@ pub trait Planner: Send {
     /// rebuild inserts them without their `on_conflict`: each event is planned once, into
     /// emptied tables.
     fn plan(&mut self, events: &[RecordedEvent]) -> Result<Vec<bulk::Rows>, ProjectionError>;
+    /// The tables [`Planner::plan`] writes, which no upsert touches during a rebuild: so a
+    /// rebuild can drop even their primary keys, and build them once at its end.
+    fn event_tables(&self) -> &'static [&'static str];
     /// Upserts of the newest state of everything folded in since the last call. A rebuild
     /// takes them once, at its end, instead of rewriting the same rows batch after batch.
     fn take_latest(&mut self) -> Vec<bulk::Rows>;

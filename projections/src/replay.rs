@@ -6,7 +6,8 @@
 //!
 //! The planners' tables lose their non-unique indexes for the rebuild and get them back at
 //! its end: one sort per index, instead of an insert into a random page for every row. On
-//! SQLite that took a third off the writer's time.
+//! SQLite that took a third off the writer's time. On PostgreSQL, the tables of per-event
+//! rows lose their keys too.
 
 use std::sync::Arc;
 
@@ -60,9 +61,16 @@ pub async fn rebuild_in_batches(
         .filter(|(_, planner)| planner.is_some())
         .flat_map(|(projection, _)| projection.tables().iter().copied())
         .collect();
+    let event_tables: Vec<&str> = planners
+        .iter()
+        .flatten()
+        .flat_map(|planner| planner.event_tables().iter().copied())
+        .collect();
     let mut tx = db.begin_write().await?;
     reset(&mut tx, db.backend, &projections).await?;
-    let dropped_indexes = drop_lookup_indexes(&mut tx, db.backend, &planned_tables).await?;
+    // Keys first, so that they are back before the indexes that follow.
+    let mut dropped = drop_keys(&mut tx, db.backend, &event_tables).await?;
+    dropped.extend(drop_lookup_indexes(&mut tx, db.backend, &planned_tables).await?);
     let mut planned = plan(read(db.clone(), batch_size), planners, db.backend);
     let mut last = 0;
     loop {
@@ -88,7 +96,7 @@ pub async fn rebuild_in_batches(
         last = events.last().map_or(last, |e| e.global_position);
         progress(last);
     }
-    for create in dropped_indexes {
+    for create in dropped {
         sqlx::query(sqlx::AssertSqlSafe(create))
             .execute(&mut *tx)
             .await?;
@@ -211,6 +219,41 @@ async fn reset(
         .await?;
     }
     Ok(())
+}
+
+/// Drops the primary and unique keys of `tables`, per-event tables that a rebuild only
+/// inserts into, and returns the statements that add them again. PostgreSQL checks a key
+/// on every insert: building `audit_log`'s once at the end took about 135 ms off the 535
+/// ms of inserting 104k entries, on the writer's path. SQLite keeps its keys: they are part
+/// of the table there, and cannot be dropped.
+async fn drop_keys(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    tables: &[&str],
+) -> Result<Vec<String>, sqlx::Error> {
+    if backend == Backend::Sqlite {
+        return Ok(vec![]);
+    }
+    let mut definitions = Vec::new();
+    for table in tables {
+        let keys: Vec<(String, String)> = sqlx::query_as(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = $1::text::regclass AND contype IN ('p', 'u')",
+        )
+        .bind(*table)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (name, definition) in keys {
+            let drop = format!("ALTER TABLE {table} DROP CONSTRAINT \"{name}\"");
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut **tx)
+                .await?;
+            definitions.push(format!(
+                "ALTER TABLE {table} ADD CONSTRAINT \"{name}\" {definition}"
+            ));
+        }
+    }
+    Ok(definitions)
 }
 
 /// Drops the non-unique indexes of `tables` and returns the statements that create them

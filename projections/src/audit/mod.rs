@@ -132,6 +132,10 @@ impl Planner for AuditPlanner {
         }])
     }
 
+    fn event_tables(&self) -> &'static [&'static str] {
+        &["audit_log"]
+    }
+
     fn take_latest(&mut self) -> Vec<Rows> {
         let mut rows = Vec::new();
         for (stream, sections) in &mut self.sections {
