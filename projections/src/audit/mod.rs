@@ -1,10 +1,11 @@
 //! The audit log: one entry per event, with who, when, from where, a one-line summary and
 //! field-level `from → to` changes. Secret fields never reach it: they show as `***`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use futures::{FutureExt, future::BoxFuture};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use sqlx::{AnyConnection, Row};
 use switchyard_command::event_log::RecordedEvent;
 use switchyard_command::{Backend, db::MAX_PARAMETERS};
@@ -33,28 +34,41 @@ mod describe;
 
 use describe::{SECTIONS, describe};
 
-/// Sets `after`'s fields in `known` and returns `{field: {from, to}}` for every field whose
-/// value changed, secrets redacted.
-pub fn record_changes(
+/// How one field changed, as the audit log shows it.
+#[derive(Serialize)]
+struct Change {
+    from: Value,
+    to: Value,
+}
+
+/// An entry's changes: `{field: {from, to}}`, fields in order.
+type Changes = BTreeMap<String, Change>;
+
+/// Sets `after`'s fields in `known`, and adds every field whose value changed to `changes`,
+/// secrets redacted.
+fn record_changes(
     known: &mut Map<String, Value>,
     after: Map<String, Value>,
-) -> Map<String, Value> {
-    let mut changes = Map::new();
+    changes: &mut Changes,
+) {
     for (field, to) in after {
-        let from = known.get(&field);
-        if from == Some(&to) {
+        if known.get(&field) == Some(&to) {
             continue;
         }
-        let shown = |value: Option<&Value>| match value {
+        let secret = SECRET_FIELDS.contains(&field.as_str());
+        let shown = |value: Option<Value>| match value {
             None | Some(Value::Null) => Value::Null,
-            Some(_) if SECRET_FIELDS.contains(&field.as_str()) => json!(REDACTED),
-            Some(value) => value.clone(),
+            Some(_) if secret => Value::from(REDACTED),
+            Some(value) => value,
         };
-        let change = json!({"from": shown(from), "to": shown(Some(&to))});
-        changes.insert(field.clone(), change);
-        known.insert(field, to);
+        let shown_to = shown(Some(to.clone()));
+        let from = known.insert(field.clone(), to);
+        let change = Change {
+            from: shown(from),
+            to: shown_to,
+        };
+        changes.insert(field, change);
     }
-    changes
 }
 
 /// Last known values of each stream's sections.
@@ -108,7 +122,7 @@ impl Planner for AuditPlanner {
         let mut entries = Vec::with_capacity(events.len());
         for event in events {
             let described = describe(event).map_err(ProjectionError::decode(event))?;
-            let mut changes = Map::new();
+            let mut changes = Changes::new();
             for (section, value) in described.sections {
                 let Value::Object(after) = value else {
                     continue;
@@ -119,7 +133,7 @@ impl Planner for AuditPlanner {
                     None => self.sections.entry(event.stream_id.clone()).or_default(),
                 };
                 let section = stream.entry(section).or_default();
-                changes.extend(record_changes(&mut section.values, after));
+                record_changes(&mut section.values, after, &mut changes);
                 section.unsaved = true;
             }
             entries.push(entry(event, described.summary, changes));
@@ -153,7 +167,7 @@ impl Planner for AuditPlanner {
     }
 }
 
-fn entry(event: &RecordedEvent, summary: String, changes: Map<String, Value>) -> Vec<Param> {
+fn entry(event: &RecordedEvent, summary: String, changes: Changes) -> Vec<Param> {
     let metadata = &event.metadata;
     vec![
         event.global_position.into(),
@@ -169,7 +183,9 @@ fn entry(event: &RecordedEvent, summary: String, changes: Map<String, Value>) ->
         event.event_type.as_str().into(),
         event.stream_id.as_str().into(),
         summary.into(),
-        Value::Object(changes).to_string().into(),
+        serde_json::to_string(&changes)
+            .expect("changes serialize")
+            .into(),
     ]
 }
 
@@ -211,18 +227,27 @@ async fn previous_sections(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn object(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()
     }
 
+    /// The changes `after` makes to `known`, as the audit log stores them.
+    fn diff(known: &mut Map<String, Value>, after: Value) -> Value {
+        let mut changes = Changes::new();
+        record_changes(known, object(after), &mut changes);
+        serde_json::to_value(&changes).unwrap()
+    }
+
     #[test]
     fn changes_list_changed_fields_only_and_are_kept() {
         let mut known = object(json!({"name": "Acme", "city": "Leeds", "country": null}));
-        let after = object(json!({"name": "Acme Ltd", "city": "Leeds", "country": "GB"}));
+        let after = json!({"name": "Acme Ltd", "city": "Leeds", "country": "GB"});
         assert_eq!(
-            Value::Object(record_changes(&mut known, after)),
+            diff(&mut known, after),
             json!({"name": {"from": "Acme", "to": "Acme Ltd"}, "country": {"from": null, "to": "GB"}})
         );
         assert_eq!(
@@ -234,15 +259,25 @@ mod tests {
     #[test]
     fn changes_redact_secrets() {
         let mut known = object(json!({"password_hash": "$argon2id$old"}));
-        let after = object(json!({"password_hash": "$argon2id$new"}));
+        let after = json!({"password_hash": "$argon2id$new"});
         assert_eq!(
-            Value::Object(record_changes(&mut known, after)),
+            diff(&mut known, after),
             json!({"password_hash": {"from": "***", "to": "***"}})
         );
-        let first = record_changes(&mut Map::new(), object(json!({"api_key": "sk_live_123"})));
         assert_eq!(
-            Value::Object(first),
+            diff(&mut Map::new(), json!({"api_key": "sk_live_123"})),
             json!({"api_key": {"from": null, "to": "***"}})
+        );
+    }
+
+    #[test]
+    fn stored_changes_are_compact_json_in_field_order() {
+        let mut changes = Changes::new();
+        let after = object(json!({"b": 2, "a": "x \"y\""}));
+        record_changes(&mut Map::new(), after, &mut changes);
+        assert_eq!(
+            serde_json::to_string(&changes).unwrap(),
+            r#"{"a":{"from":null,"to":"x \"y\""},"b":{"from":null,"to":2}}"#
         );
     }
 }
