@@ -2,11 +2,12 @@
 //! permission check on every request. It also ends sessions when the log says so (a password
 //! or two-factor change ends the user's other sessions; disabling or deleting ends all).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use futures::{FutureExt, future::BoxFuture};
 use sqlx::AnyConnection;
 use switchyard_command::{
+    domain::GroupId,
     event_log::{EventCodec, RecordedEvent, decode},
     group::{GroupEvent, GroupSettings},
     user::UserEvent,
@@ -54,10 +55,27 @@ fn text(value: &str) -> Bound<'_> {
     Text(Some(value))
 }
 
+/// Adds the user to `groups`; memberships already there stay as they are.
+async fn add_groups(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    groups: &BTreeSet<GroupId>,
+) -> Result<(), sqlx::Error> {
+    for group in groups {
+        run(
+            conn,
+            "INSERT INTO user_groups (user_id, group_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[text(user_id), text(&group.to_string())],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn set_groups(
     conn: &mut AnyConnection,
     user_id: &str,
-    groups: Vec<String>,
+    groups: &BTreeSet<GroupId>,
 ) -> Result<(), sqlx::Error> {
     run(
         conn,
@@ -65,15 +83,7 @@ async fn set_groups(
         &[text(user_id)],
     )
     .await?;
-    for group in groups {
-        run(
-            conn,
-            "INSERT INTO user_groups (user_id, group_id) VALUES ($1, $2)",
-            &[text(user_id), text(&group)],
-        )
-        .await?;
-    }
-    Ok(())
+    add_groups(conn, user_id, groups).await
 }
 
 /// Ends the user's sessions opened before the event, except the one that made the change.
@@ -103,15 +113,7 @@ async fn apply_user_event(
     match user_event {
         UserEvent::UserRegistered(registration) => {
             // The user row went in with the batch's other registrations (`user_rows`).
-            for group in &registration.groups {
-                run(
-                    conn,
-                    "INSERT INTO user_groups (user_id, group_id) VALUES ($1, $2) \
-                     ON CONFLICT DO NOTHING",
-                    &[text(user_id), text(&group.to_string())],
-                )
-                .await?;
-            }
+            add_groups(conn, user_id, &registration.groups).await?;
         }
         UserEvent::ProfileChanged(profile) => {
             let phone = profile.phone.as_ref().map(|p| p.as_str());
@@ -146,8 +148,7 @@ async fn apply_user_event(
             .await?;
         }
         UserEvent::GroupsChanged { groups } => {
-            let groups = groups.iter().map(|g| g.to_string()).collect();
-            set_groups(conn, user_id, groups).await?;
+            set_groups(conn, user_id, &groups).await?;
             run(
                 conn,
                 "UPDATE users SET version = $1 WHERE id = $2",

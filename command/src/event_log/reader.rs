@@ -216,7 +216,7 @@ fn decode_row(row: &AnyRow) -> Result<RecordedEvent, sqlx::Error> {
 
 /// One row of `events`, its text columns borrowed from the row they were read from: they
 /// are parsed there, not copied first.
-pub(super) struct EventRow<'r> {
+struct EventRow<'r> {
     global_position: i64,
     stream_id: &'r str,
     stream_type: &'r str,
@@ -254,7 +254,7 @@ impl<'r> EventRow<'r> {
 
     /// From the columns of `select_events!(sqlite, …)` as PostgreSQL sends them to a typed
     /// connection: native types in binary form.
-    pub(super) fn from_postgres(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+    fn from_postgres(row: &'r PgRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             global_position: row.try_get(0)?,
             stream_id: row.try_get(1)?,
@@ -271,7 +271,7 @@ impl<'r> EventRow<'r> {
         })
     }
 
-    pub(super) fn decode(self) -> Result<RecordedEvent, sqlx::Error> {
+    fn decode(self) -> Result<RecordedEvent, sqlx::Error> {
         let data = parse_json(self.data)?;
         let (schema_version, data) = upcast(self.event_type, self.schema_version, data);
         Ok(RecordedEvent {
