@@ -1,16 +1,18 @@
 //! `switchyard`: the account backend of a hosted VoIP platform.
 
-use std::net::SocketAddr;
+use std::{io::IsTerminal, net::SocketAddr};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use switchyard::{
     bench,
-    service::{self, AdminCredentials, Service},
-    settings::{DatabaseSettings, WorkerSettings},
+    service::{self, AdminCredentials, Service, ServiceOptions},
+    settings::{DatabaseSettings, HttpSettings, WorkerSettings},
 };
-use switchyard_command::{event_log::EventLog, handler::CommandHandler, password::PasswordHasher};
+use switchyard_command::{
+    domain::AccountId, event_log::EventLog, handler::CommandHandler, password::PasswordHasher,
+};
 use switchyard_projections::replay;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -30,36 +32,57 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(flatten)]
     database: DatabaseSettings,
+    /// Log lines as text (coloured only on a terminal) or as one JSON object per line.
+    #[arg(
+        long,
+        env = "SWITCHYARD_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `serve`'s settings (boxed in [`Command`]: they outweigh every other command's).
+#[derive(Args)]
+struct ServeArgs {
+    /// Leave jobs to `switchyard worker` processes.
+    #[arg(long)]
+    without_workers: bool,
+    #[command(flatten)]
+    workers: WorkerSettings,
+    #[command(flatten)]
+    http: HttpSettings,
+    /// Address to listen on.
+    #[arg(long, env = "SWITCHYARD_BIND", default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// On an empty database: the first account's name.
+    #[arg(long, env = "SWITCHYARD_ACCOUNT_NAME", default_value = "Operator")]
+    account_name: String,
+    /// On an empty database: the first administrator's email.
+    #[arg(
+        long,
+        env = "SWITCHYARD_ADMIN_EMAIL",
+        default_value = "admin@switchyard.local"
+    )]
+    admin_email: String,
+    /// On an empty database: the first administrator's password (generated if absent).
+    #[arg(long, env = "SWITCHYARD_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP service, the projections and the job workers (migrates first).
-    Serve {
-        /// Leave jobs to `switchyard worker` processes.
-        #[arg(long)]
-        without_workers: bool,
-        #[command(flatten)]
-        workers: WorkerSettings,
-        /// Address to listen on.
-        #[arg(long, env = "SWITCHYARD_BIND", default_value = "127.0.0.1:8080")]
-        bind: SocketAddr,
-        /// On an empty database: the first account's name.
-        #[arg(long, env = "SWITCHYARD_ACCOUNT_NAME", default_value = "Operator")]
-        account_name: String,
-        /// On an empty database: the first administrator's email.
-        #[arg(
-            long,
-            env = "SWITCHYARD_ADMIN_EMAIL",
-            default_value = "admin@switchyard.local"
-        )]
-        admin_email: String,
-        /// On an empty database: the first administrator's password (generated if absent).
-        #[arg(long, env = "SWITCHYARD_ADMIN_PASSWORD", hide_env_values = true)]
-        admin_password: Option<String>,
-    },
+    Serve(Box<ServeArgs>),
     /// Run job workers only, beside `serve --without-workers` processes on the same database.
     Worker {
         #[command(flatten)]
@@ -69,6 +92,8 @@ enum Command {
     Migrate,
     /// Drop every read model and rebuild it from the event log.
     Replay,
+    /// Each projection's position, how far it is behind the log, and why it is failing.
+    Projections,
     /// Manage accounts.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -86,50 +111,87 @@ enum BenchSuite {
     /// Jobs per second through the dispatcher and workers, no-op and test emails, and the
     /// time from an event's append to its job's start.
     Jobs(bench::jobs::Options),
+    /// Concurrent unconditional writers on one stream, through the command handler and
+    /// through HTTP: commands per second and every answer by kind.
+    HotStream(bench::hot_stream::Options),
+    /// A user with a very long stream (many logins): a cold load, a cold command, logins.
+    LongStream(bench::long_stream::Options),
 }
 
 #[derive(Subcommand)]
 enum AccountCommand {
     /// Open an account with its first administrator; prints the account id.
     Create {
+        /// The account's name (its company name until changed).
         #[arg(long)]
         name: String,
+        /// The first administrator's email, their login name; unique in the installation.
         #[arg(long)]
         admin_email: String,
+        /// The first administrator's password, 8 to 128 characters and not a common one.
         /// Generated and printed once if absent.
         #[arg(long)]
         admin_password: Option<String>,
     },
+    /// Set how far below zero an account's balance may go.
+    SetDebitLimit {
+        /// The account's id (`GET /v1/me` shows it as `account_id`).
+        #[arg(long)]
+        account: AccountId,
+        /// A decimal amount in the currency the balance is kept in, e.g. `50.00`.
+        #[arg(long)]
+        amount: String,
+    },
+}
+
+/// Logs go to standard output: coloured only when it is a terminal, so a file or a pipe
+/// gets no escape codes; as JSON, one object per line for log collectors.
+fn init_logging(format: LogFormat) {
+    // PostgreSQL's notices are the "already exists, skipping" of idempotent migrations at
+    // every start: noise at `info`.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // PostgreSQL's notices are the "already exists, skipping" of idempotent
-            // migrations at every start: noise at `info`.
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let url = cli.database.url();
-    let db = service::open_database(&url).await?;
+    let limits = match cli.command {
+        // One long transaction: its statements may take long, and it idles while it plans.
+        Command::Replay => cli.database.session_limits().for_maintenance(),
+        _ => cli.database.session_limits(),
+    };
+    let db = service::open_database_with(&url, limits).await?;
     match cli.command {
-        Command::Serve {
-            without_workers,
-            workers,
-            bind,
-            account_name,
-            admin_email,
-            admin_password,
-        } => {
+        Command::Serve(serve) => {
+            let ServeArgs {
+                without_workers,
+                workers,
+                http,
+                bind,
+                account_name,
+                admin_email,
+                admin_password,
+            } = *serve;
             // Installed first, so a signal that arrives during start-up is not lost.
             let stop = shutdown_signal()?;
             let listener = tokio::net::TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("listening on {bind}"))?;
-            let options = workers.service_options(!without_workers)?;
+            let options = ServiceOptions {
+                http: http.limits(),
+                web: http.web_options(),
+                ..workers.service_options(!without_workers)?
+            };
             let mut service = Service::start_with(db, cli.database.keyring()?, options).await?;
             let admin = AdminCredentials {
                 email: admin_email,
@@ -137,11 +199,7 @@ async fn main() -> anyhow::Result<()> {
             };
             // Before serving, so the printed credentials work as soon as anyone can connect.
             if let Some(created) = service.bootstrap(&account_name, admin).await? {
-                println!("Opened the first account {}.", created.opened.account_id);
-                println!("Administrator: {}", created.admin_email);
-                if let Some(password) = created.generated_password {
-                    println!("Administrator password (shown only now): {password}");
-                }
+                show_first_credentials(&created);
             }
             let address = service.serve(listener)?;
             tracing::info!(%address, database = %service::redact_url(&url), "serving");
@@ -176,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
             let took = started.elapsed();
             println!("Rebuilt every read model from {head} events in {took:.2?}.");
         }
+        Command::Projections => print_projections(&db).await?,
         Command::Account(AccountCommand::Create {
             name,
             admin_email,
@@ -192,6 +251,11 @@ async fn main() -> anyhow::Result<()> {
             if let Some(password) = created.generated_password {
                 eprintln!("Administrator password (shown only now): {password}");
             }
+        }
+        Command::Account(AccountCommand::SetDebitLimit { account, amount }) => {
+            let commands = CommandHandler::new(EventLog::start(db).await?);
+            let limit = service::set_debit_limit(&commands, account, &amount).await?;
+            println!("Debit limit of account {account}: {limit}");
         }
         Command::Bench(BenchSuite::Log(options)) => {
             let report = bench::event_log::run(db, &options).await?;
@@ -265,8 +329,88 @@ async fn main() -> anyhow::Result<()> {
             );
             print_peak_memory(report.peak_rss_kib);
         }
+        Command::Bench(BenchSuite::HotStream(options)) => {
+            let report = bench::hot_stream::run(db, &options, cli.database.keyring()?).await?;
+            for (through, run) in [("command handler", &report.handler), ("HTTP", &report.http)] {
+                println!(
+                    "{through}: {} unconditional changes of one stream by {} writers in {:.2?} \
+                     = {:.0} commands/s; answers {:?}; CPU {:.2?} ({:.0?} per command)",
+                    run.commands,
+                    options.writers,
+                    run.time,
+                    run.per_second(),
+                    run.outcomes,
+                    run.cpu_time.unwrap_or_default(),
+                    run.cpu_time.unwrap_or_default() / run.commands.max(1) as u32,
+                );
+            }
+            print_peak_memory(report.peak_rss_kib);
+        }
+        Command::Bench(BenchSuite::LongStream(options)) => {
+            let report = bench::long_stream::run(db, &options, cli.database.keyring()?).await?;
+            println!(
+                "stream of {} events (built in {:.2?})",
+                report.stream_length, report.build_time
+            );
+            println!(
+                "load by a new process: first {:.2?}, then {:.2?}; a command from cold {:.2?}",
+                report.first_load, report.cold_load, report.cold_command
+            );
+            println!(
+                "login through HTTP with login alerts on (Argon2id included): first {:.2?}, \
+                 then median {:.2?}",
+                report.first_login, report.login_median
+            );
+            print_peak_memory(report.peak_rss_kib);
+        }
     }
     Ok(())
+}
+
+/// One line per projection: where it is, how far behind the log, and why it is failing.
+async fn print_projections(db: &switchyard_command::Database) -> anyhow::Result<()> {
+    let head = EventLog::start(db.clone()).await?.head_position().await?;
+    println!("log head: {head}");
+    println!(
+        "{:<16} {:>10} {:>10}  state",
+        "projection", "position", "lag"
+    );
+    for checkpoint in switchyard_projections::stored_checkpoints(db).await? {
+        let state = match (&checkpoint.last_error, &checkpoint.failing_since) {
+            (None, _) => "ok".to_owned(),
+            (Some(error), since) => {
+                let stuck = checkpoint
+                    .stuck_at
+                    .map(|at| format!(", stuck at event {at}"))
+                    .unwrap_or_default();
+                let since = since.as_deref().unwrap_or("?");
+                format!("failing since {since}{stuck}: {error}")
+            }
+        };
+        let lag = head - checkpoint.position;
+        println!(
+            "{:<16} {:>10} {:>10}  {state}",
+            checkpoint.projection, checkpoint.position, lag
+        );
+    }
+    Ok(())
+}
+
+/// The first account's administrator, on stderr and framed, apart from the log stream
+/// (stdout): a generated password is shown once, and never in a log line that a log
+/// collector would keep.
+fn show_first_credentials(created: &service::CreatedAccount) {
+    let rule = "=".repeat(72);
+    let mut lines = vec![
+        format!("Opened the first account {}.", created.opened.account_id),
+        format!("Administrator: {}", created.admin_email),
+    ];
+    if let Some(password) = &created.generated_password {
+        lines.push(format!(
+            "Password (shown only now, stored only as a hash): {password}"
+        ));
+    }
+    eprintln!("{rule}\n{}\n{rule}", lines.join("\n"));
 }
 
 fn print_peak_memory(kib: Option<u64>) {

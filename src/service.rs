@@ -1,22 +1,29 @@
 //! Starting and stopping the service: the event log writer, the projection runners and the
 //! HTTP server, on one database.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use rand::{Rng, distributions::Alphanumeric};
 use switchyard_command::{
     Database,
-    domain::{EmailAddress, NewPassword, Text},
-    event_log::EventLog,
+    account::Account,
+    db::SessionLimits,
+    domain::{AccountId, AllowList, EmailAddress, Money, NewPassword, OutboundPolicy, Text},
+    event_log::{EventLog, Metadata},
     handler::CommandHandler,
+    key_check::verify_keyring,
+    ledger::{Ledger, LedgerCommand, ledger_stream},
     onboarding::{NewAccount, OpenedAccount, open_account},
     password::PasswordHasher,
     secrets::SecretKeyring,
 };
 use switchyard_projections::{Projection, Projections};
-use switchyard_web::{AppState, idempotency};
-use switchyard_workers::jobs::{self, Dispatcher, JobContext, WorkerOptions, run_workers};
+use switchyard_web::{AppState, HttpLimits, WebOptions};
+use switchyard_workers::{
+    jobs::{self, Dispatcher, JobContext, WorkerHealth, WorkerOptions, run_workers},
+    outbound::Outbound,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -88,6 +95,15 @@ pub struct ServiceOptions {
     pub workers: Option<WorkerOptions>,
     /// A certificate authority SMTP connections trust besides the public ones (PEM or DER).
     pub smtp_extra_root: Option<Vec<u8>>,
+    /// Ranges tenant-directed connections may reach although they are not public (loopback,
+    /// private, …). Empty: none.
+    pub outbound_allow: AllowList,
+    /// The name server that resolves tenants' host names; `None`: the system's configuration.
+    pub dns_server: Option<SocketAddr>,
+    /// How HTTP requests are bounded.
+    pub http: HttpLimits,
+    /// How HTTP meets its clients: trusted proxies, the public URL.
+    pub web: WebOptions,
 }
 
 /// A running service: event log writer, projections and the job dispatcher, job workers,
@@ -95,6 +111,7 @@ pub struct ServiceOptions {
 /// requests and jobs finish.
 pub struct Service {
     pub state: AppState,
+    http: HttpLimits,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     workers: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -105,6 +122,10 @@ impl Default for ServiceOptions {
         Self {
             workers: Some(WorkerOptions::default()),
             smtp_extra_root: None,
+            outbound_allow: AllowList::default(),
+            dns_server: None,
+            http: HttpLimits::default(),
+            web: WebOptions::default(),
         }
     }
 }
@@ -121,30 +142,50 @@ impl Service {
         secrets: SecretKeyring,
         options: ServiceOptions,
     ) -> anyhow::Result<Self> {
+        verify_keyring(&db, &secrets).await?;
+        // Before anything starts, so a bad setting stops nothing half-started.
+        let worker_outbound = match &options.workers {
+            Some(_) => Some(outbound(&options)?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let log = EventLog::start(db)
             .await
             .context("starting the event log")?;
         let projections = Projections::start(&log, vec![Arc::new(Dispatcher)], shutdown.clone());
-        let state = AppState::new(log, projections, password_hasher(), Arc::new(secrets));
+        let policy = OutboundPolicy::new(options.outbound_allow.clone());
+        let state = AppState::new(
+            log,
+            projections,
+            password_hasher(),
+            Arc::new(secrets),
+            policy,
+            options.web,
+        );
         tokio::spawn(prune_operational_state(state.clone(), shutdown.clone()));
-        let workers = options.workers.map(|worker_options| {
-            let dispatched = state.projections.checkpoint_of(Dispatcher.name());
-            let context = job_context(
-                state.commands.clone(),
-                state.secrets.clone(),
-                options.smtp_extra_root,
-            );
-            tokio::spawn(run_workers(
-                state.db.clone(),
-                context,
-                dispatched,
-                worker_options,
-                shutdown.clone(),
-            ))
-        });
+        let workers = options
+            .workers
+            .zip(worker_outbound)
+            .map(|(worker_options, outbound)| {
+                let dispatched = state.projections.checkpoint_of(Dispatcher.name());
+                let context = job_context(
+                    state.commands.clone(),
+                    state.secrets.clone(),
+                    outbound,
+                    options.smtp_extra_root,
+                );
+                tokio::spawn(run_workers(
+                    state.db.clone(),
+                    context,
+                    dispatched,
+                    worker_options,
+                    state.workers.clone(),
+                    shutdown.clone(),
+                ))
+            });
         Ok(Self {
             state,
+            http: options.http,
             shutdown,
             server: None,
             workers,
@@ -154,7 +195,7 @@ impl Service {
     /// Serves the HTTP API on `listener` until shutdown; answers the address it serves on.
     pub fn serve(&mut self, listener: TcpListener) -> anyhow::Result<SocketAddr> {
         let address = listener.local_addr()?;
-        let app = switchyard_web::router(self.state.clone())
+        let app = switchyard_web::router(self.state.clone(), self.http)
             .into_make_service_with_connect_info::<SocketAddr>();
         let stop = self.shutdown.clone();
         self.server = Some(tokio::spawn(async move {
@@ -210,14 +251,24 @@ impl Service {
 fn job_context(
     commands: CommandHandler,
     secrets: Arc<SecretKeyring>,
+    outbound: Outbound,
     smtp_extra_root: Option<Vec<u8>>,
 ) -> JobContext {
     JobContext {
         commands,
         secrets,
-        http: reqwest::Client::new(),
+        outbound,
         smtp_extra_root,
     }
+}
+
+/// The resolver, policy and HTTP client the workers reach tenants' servers through.
+fn outbound(options: &ServiceOptions) -> anyhow::Result<Outbound> {
+    let policy = OutboundPolicy::new(options.outbound_allow.clone());
+    Outbound::new(policy, options.dns_server).context(
+        "setting up the resolver for tenants' servers: set SWITCHYARD_DNS_SERVER, or check the \
+         system's DNS configuration",
+    )
 }
 
 /// The job workers alone, for a process of their own (`switchyard worker`): they take jobs
@@ -228,16 +279,19 @@ pub async fn run_worker_process(
     options: ServiceOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    verify_keyring(&db, &secrets).await?;
     let log = EventLog::start(db.clone())
         .await
         .context("starting the event log")?;
     let context = job_context(
         CommandHandler::new(log),
         Arc::new(secrets),
+        outbound(&options)?,
         options.smtp_extra_root,
     );
     let worker_options = options.workers.unwrap_or_default();
-    run_workers(db, context, None, worker_options, shutdown).await
+    let health = WorkerHealth::default();
+    run_workers(db, context, None, worker_options, health, shutdown).await
 }
 
 /// How often expired operational state is deleted.
@@ -255,7 +309,7 @@ async fn prune_operational_state(state: AppState, shutdown: CancellationToken) {
                 if let Err(error) = state.throttle.prune(now).await {
                     tracing::warn!(%error, "pruning the login throttle failed");
                 }
-                if let Err(error) = idempotency::prune(&state.db, now).await {
+                if let Err(error) = state.idempotency.prune(now).await {
                     tracing::warn!(%error, "pruning idempotency keys failed");
                 }
                 if let Err(error) = jobs::store::prune(&state.db, now).await {
@@ -268,7 +322,12 @@ async fn prune_operational_state(state: AppState, shutdown: CancellationToken) {
 
 /// Opens the database and brings its schema up to date, the job queue's included.
 pub async fn open_database(url: &str) -> anyhow::Result<Database> {
-    let db = Database::open(url)
+    open_database_with(url, SessionLimits::default()).await
+}
+
+/// As [`open_database`], its PostgreSQL sessions bounded by `limits`.
+pub async fn open_database_with(url: &str, limits: SessionLimits) -> anyhow::Result<Database> {
+    let db = Database::open_with(url, limits)
         .await
         .with_context(|| format!("opening {}", redact_url(url)))?;
     jobs::migrate(&db)
@@ -277,16 +336,85 @@ pub async fn open_database(url: &str) -> anyhow::Result<Database> {
     Ok(db)
 }
 
-/// A database URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
+/// A database URL without its passwords, for messages: the user's password and query
+/// parameters named like one (`password`, `sslpassword`) show as `***`.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        // Not a URL, so nothing tells where a password would be: show none of it.
+        return "(a database URL that does not parse)".to_owned();
+    };
+    if url.password().is_some() {
+        url.set_password(Some("***"))
+            .expect("a URL with a password can have one");
+    }
+    let secret = |name: &str| name.to_ascii_lowercase().contains("password");
+    if url.query_pairs().any(|(name, _)| secret(&name)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret(&name) { "***".into() } else { value };
+                (name.into_owned(), value.into_owned())
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+/// Sets how far below zero `account`'s balance may go (`switchyard account set-debit-limit`):
+/// `amount` is a decimal string in the currency the balance is kept in.
+pub async fn set_debit_limit(
+    commands: &CommandHandler,
+    account: AccountId,
+    amount: &str,
+) -> anyhow::Result<Money> {
+    let opened = commands
+        .load::<Account, Infallible>(&account.stream_id())
+        .await?
+        .state
+        .sections
+        .ok_or_else(|| anyhow::anyhow!("there is no account {account}"))?;
+    let stream = ledger_stream(account);
+    let ledger = commands.load::<Ledger, Infallible>(&stream).await?.state;
+    let currency = ledger.currency().unwrap_or(opened.1.value.currency);
+    let limit = Money::parse(amount, currency).map_err(|e| anyhow::anyhow!("amount: {e}"))?;
+    commands
+        .execute::<Ledger>(
+            &stream,
+            LedgerCommand::SetDebitLimit(limit),
+            &Metadata::system(account),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_in_the_user_part_and_in_the_query() {
+        for (url, redacted) in [
+            (
+                "postgres://app:s3cret@db.example.com:5432/switchyard",
+                "postgres://app:***@db.example.com:5432/switchyard",
+            ),
+            (
+                "postgres://db.example.com/switchyard?user=app&password=s3cret&sslmode=require",
+                "postgres://db.example.com/switchyard?user=app&password=***&sslmode=require",
+            ),
+            (
+                "postgres://app@db.example.com/switchyard?sslpassword=s3cret&PASSWORD=s3cret",
+                "postgres://app@db.example.com/switchyard?sslpassword=***&PASSWORD=***",
+            ),
+            (
+                "sqlite://data/switchyard.db?mode=rwc",
+                "sqlite://data/switchyard.db?mode=rwc",
+            ),
+        ] {
+            assert_eq!(redact_url(url), redacted);
         }
-        _ => url.to_owned(),
+        assert!(!redact_url("postgres://app:s3cret@[bad/db").contains("s3cret"));
     }
 }

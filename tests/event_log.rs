@@ -21,6 +21,7 @@ on_both_backends!(
     old_event_shapes_are_upcast_on_read,
     a_scan_reads_the_whole_log_as_position_reads_do,
     a_reader_following_concurrent_writers_sees_every_position_once_in_order,
+    an_append_queued_after_another_fails_when_that_one_fails,
 );
 
 fn event(n: usize) -> NewEvent {
@@ -57,6 +58,71 @@ async fn log(backend: Backend) -> (EventLog, TestDatabase) {
         EventLog::start(database.open().await).await.unwrap(),
         database,
     )
+}
+
+/// An append queued on top of another (expecting the stream's last event to be that one's)
+/// fails with it, even when a third append has meanwhile brought the stream to the version
+/// it expects: its decision was made on a state that never existed.
+async fn an_append_queued_after_another_fails_when_that_one_fails(backend: Backend) {
+    let (log, _db) = log(backend).await;
+    let meta = metadata();
+    log.append(
+        vec![write("s", ExpectedVersion::NoStream, vec![event(1)])],
+        meta.clone(),
+    )
+    .await
+    .unwrap();
+    // Queued in this order: one that fails, one that gets in instead, one on top of the first.
+    let failing = event(2);
+    let on_top_of_failing = ExpectedVersion::After {
+        version: 2,
+        event_id: failing.event_id,
+    };
+    let first = log
+        .enqueue(
+            vec![write("s", ExpectedVersion::Exact(7), vec![failing])],
+            meta.clone(),
+        )
+        .await
+        .unwrap();
+    let other = event(2);
+    let other_id = other.event_id;
+    let second = log
+        .enqueue(
+            vec![write("s", ExpectedVersion::Exact(1), vec![other])],
+            meta.clone(),
+        )
+        .await
+        .unwrap();
+    let third = log
+        .enqueue(
+            vec![write("s", on_top_of_failing, vec![event(3)])],
+            meta.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        first.outcome().await,
+        Err(AppendError::Conflict { actual: 1, .. })
+    ));
+    assert_eq!(second.outcome().await.unwrap().stream_versions, vec![2]);
+    assert!(
+        matches!(
+            third.outcome().await,
+            Err(AppendError::Conflict { actual: 2, .. })
+        ),
+        "the stream is at version 2, but not through the event the append was decided after"
+    );
+    // On top of the event really there, it goes in.
+    let after_other = ExpectedVersion::After {
+        version: 2,
+        event_id: other_id,
+    };
+    let appended = log
+        .append(vec![write("s", after_other, vec![event(3)])], meta)
+        .await
+        .unwrap();
+    assert_eq!(appended.stream_versions, vec![3]);
 }
 
 async fn appends_and_reads_a_stream(backend: Backend) {

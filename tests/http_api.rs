@@ -21,7 +21,48 @@ on_both_backends!(
     cookie_sessions_refuse_cross_site_changes,
     the_audit_log_filters_and_pages,
     service_endpoints_answer,
+    every_answer_carries_the_security_headers,
 );
+
+async fn every_answer_carries_the_security_headers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let credentials = json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD});
+    let answers = [
+        (
+            "a login with its token",
+            app.client.post(app.url("/v1/sessions")).json(&credentials),
+        ),
+        ("a refusal", app.client.get(app.url("/v1/me"))),
+        (
+            "a read",
+            app.client.get(app.url("/v1/me")).bearer_auth(&app.token),
+        ),
+        (
+            "a path that does not exist",
+            app.client.get(app.url("/nowhere")),
+        ),
+        (
+            "the OpenAPI document",
+            app.client.get(app.url("/v1/openapi.json")),
+        ),
+    ];
+    for (what, request) in answers {
+        let response = request.send().await.unwrap();
+        let headers = response.headers();
+        for (name, value) in [
+            ("cache-control", "no-store"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "no-referrer"),
+            ("content-security-policy", "frame-ancestors 'none'"),
+        ] {
+            assert_eq!(
+                headers.get(name).map(|v| v.to_str().unwrap()),
+                Some(value),
+                "{name} on {what}"
+            );
+        }
+    }
+}
 
 async fn login_gives_a_token_and_logout_ends_it(backend: Backend) {
     let app = TestApp::spawn(backend).await;

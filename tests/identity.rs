@@ -5,7 +5,7 @@ mod common;
 
 use common::{
     ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, USER_PASSWORD, expect_invalid_fields,
-    expect_problem, problem_fields,
+    expect_problem, problem_fields, totp_code, unix_now,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -24,6 +24,7 @@ on_both_backends!(
     an_idle_session_expires,
     malformed_and_oversized_user_bodies_are_refused,
     changing_your_own_email_needs_your_password,
+    a_deleted_group_leaves_every_view_of_its_members,
 );
 
 async fn log_in(app: &TestApp, email: &str, password: &str) -> String {
@@ -178,8 +179,21 @@ async fn emails_are_unique_and_deleting_a_user_frees_theirs_and_ends_their_sessi
     let app = TestApp::spawn(backend).await;
     let taken =
         json!({"name": "Copy", "email": ADMIN_EMAIL.to_uppercase(), "password": USER_PASSWORD});
-    let (status, _) = app.admin(Method::POST, "/v1/users", Some(&taken)).await;
+    let (status, ours) = app.admin(Method::POST, "/v1/users", Some(&taken)).await;
     assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(ours["title"], "email_unavailable");
+    // Another account's administrator gets the very same answer: nothing in it says whether,
+    // or where, the address is in use.
+    let other = app.open_other_account().await;
+    let response = app
+        .send(Method::POST, "/v1/users", &other, Some(&taken))
+        .await;
+    let theirs = expect_problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(theirs, ours);
+    assert!(
+        !ours["detail"].as_str().unwrap().contains("exist"),
+        "{ours}"
+    );
 
     let bob = app.add_user("bob@acme.example.com", "user", &[]).await;
     let path = format!("/v1/users/{bob}");
@@ -343,6 +357,62 @@ async fn a_user_who_manages_users_cannot_exceed_their_own_rights(backend: Backen
         permissions(&app, &token).await["resources"]["config"],
         "deny"
     );
+
+    // Setting a user's password or email, or enabling them, is logging in as them: only
+    // for users whose rights bob holds himself.
+    let carol = app
+        .add_user("carol@acme.example.com", "user", &[&config])
+        .await;
+    let carol_path = format!("/v1/users/{carol}");
+    let takeovers = [
+        json!({"password": "a new password for carol"}),
+        json!({"email": "bob+carol@acme.example.com"}),
+        json!({"enabled": false}),
+    ];
+    for body in &takeovers {
+        let status = as_user(&app, &token, Method::PATCH, &carol_path, Some(body)).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "bob sending {body} for carol"
+        );
+    }
+    log_in(&app, "carol@acme.example.com", USER_PASSWORD).await;
+    let (_, dave) = app.admin(Method::GET, "/v1/users?limit=500", None).await;
+    let dave = dave["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "dave@acme.example.com")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reset = json!({"password": "a new password for dave"});
+    let path = format!("/v1/users/{dave}");
+    assert_eq!(
+        as_user(&app, &token, Method::PATCH, &path, Some(&reset)).await,
+        StatusCode::OK,
+        "dave may do nothing bob may not"
+    );
+    log_in(&app, "dave@acme.example.com", "a new password for dave").await;
+
+    // Nobody changes their own password or email here: /v1/me asks for the current one.
+    for (caller, path) in [
+        (&token, format!("/v1/users/{bob}")),
+        (&app.token, format!("/v1/users/{admin}")),
+    ] {
+        for (field, body) in [
+            (
+                "password",
+                json!({"password": "a password without the old one"}),
+            ),
+            ("email", json!({"email": "someone.else@acme.example.com"})),
+        ] {
+            let response = app.send(Method::PATCH, &path, caller, Some(&body)).await;
+            assert_eq!(expect_invalid_fields(response).await, [field]);
+        }
+    }
 }
 
 async fn changing_the_password_ends_the_other_sessions(backend: Backend) {
@@ -399,27 +469,6 @@ async fn changing_the_password_ends_the_other_sessions(backend: Backend) {
     );
 }
 
-/// The code an authenticator app shows at `unix` seconds for `secret`.
-fn app_code(secret: &str, unix: u64) -> String {
-    let secret = totp_rs::Secret::try_from_base32(secret).unwrap();
-    let totp = totp_rs::Builder::new()
-        .with_algorithm(totp_rs::Algorithm::SHA1)
-        .with_digits(6)
-        .with_step_duration(30)
-        .with_skew(0)
-        .with_secret(secret)
-        .build()
-        .unwrap();
-    totp.generate(unix).to_string()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 async fn start_totp(app: &TestApp, token: &str) -> String {
     let response = app.send(Method::POST, "/v1/me/totp", token, None).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -453,12 +502,12 @@ async fn two_factor_login_with_an_app_and_recovery_codes(backend: Backend) {
         .send(Method::POST, "/v1/me/totp/enable", &token, Some(&wrong))
         .await;
     expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let code = json!({"code": app_code(&secret, now())});
+    let code = json!({"code": totp_code(&secret, unix_now())});
     let response = app
         .send(Method::POST, "/v1/me/totp/enable", &token, Some(&code))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let replayed = json!({"password": USER_PASSWORD, "code": app_code(&secret, now())});
+    let replayed = json!({"password": USER_PASSWORD, "code": totp_code(&secret, unix_now())});
     let response = app
         .send(Method::DELETE, "/v1/me/totp", &token, Some(&replayed))
         .await;
@@ -468,7 +517,7 @@ async fn two_factor_login_with_an_app_and_recovery_codes(backend: Backend) {
         ["code"],
         "the enabling code is used up"
     );
-    let off = json!({"password": USER_PASSWORD, "code": app_code(&secret, now() + 30)});
+    let off = json!({"password": USER_PASSWORD, "code": totp_code(&secret, unix_now() + 30)});
     let response = app
         .send(Method::DELETE, "/v1/me/totp", &token, Some(&off))
         .await;
@@ -476,7 +525,7 @@ async fn two_factor_login_with_an_app_and_recovery_codes(backend: Backend) {
 
     // The setup that stays.
     let secret = start_totp(&app, &token).await;
-    let code = json!({"code": app_code(&secret, now())});
+    let code = json!({"code": totp_code(&secret, unix_now())});
     let response = app
         .send(Method::POST, "/v1/me/totp/enable", &token, Some(&code))
         .await;
@@ -496,7 +545,7 @@ async fn two_factor_login_with_an_app_and_recovery_codes(backend: Backend) {
 
     let problem = expect_problem(login(json!({})).await, StatusCode::UNAUTHORIZED).await;
     assert_eq!(problem["title"], "totp_required");
-    let next_code = app_code(&secret, now() + 30);
+    let next_code = totp_code(&secret, unix_now() + 30);
     assert_eq!(
         login(json!({"totp_code": next_code})).await.status(),
         StatusCode::CREATED
@@ -646,9 +695,16 @@ async fn disabling_a_user_ends_their_sessions_and_refuses_their_login(backend: B
         as_user(&app, &token, Method::GET, "/v1/me", None).await,
         StatusCode::UNAUTHORIZED
     );
+    // The right password of a disabled user gets the very answer of a wrong one.
     let credentials = json!({"email": "bob@acme.example.com", "password": USER_PASSWORD});
-    let refused = login_attempt(&app, credentials.clone()).await;
-    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let refused = expect_problem(
+        login_attempt(&app, credentials.clone()).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let wrong = json!({"email": "bob@acme.example.com", "password": "not bob's password"});
+    let wrong = expect_problem(login_attempt(&app, wrong).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(refused, wrong);
 
     let (_, me) = app.admin(Method::GET, "/v1/me", None).await;
     let admin_path = format!("/v1/users/{}", me["id"].as_str().unwrap());
@@ -809,4 +865,35 @@ async fn changing_your_own_email_needs_your_password(backend: Backend) {
     let rename = json!({"name": "Robert", "email": "robert@acme.example.com"});
     let response = app.send(Method::PUT, "/v1/me", &token, Some(&rename)).await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn a_deleted_group_leaves_every_view_of_its_members(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let gone = app.add_group("Gone", json!({"cdr": "allow"})).await;
+    let kept = app.add_group("Kept", json!({"log": "allow"})).await;
+    let bob = app
+        .add_user("bob@acme.example.com", "user", &[&gone, &kept])
+        .await;
+    let token = log_in(&app, "bob@acme.example.com", USER_PASSWORD).await;
+    let (status, _) = app
+        .admin(Method::DELETE, &format!("/v1/groups/{gone}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let me: Value = app
+        .send(Method::GET, "/v1/me", &token, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let renamed = json!({"name": "Robert"});
+    let (_, patched) = app
+        .admin(Method::PATCH, &format!("/v1/users/{bob}"), Some(&renamed))
+        .await;
+    let (_, read) = app
+        .admin(Method::GET, &format!("/v1/users/{bob}"), None)
+        .await;
+    for (view, user) in [("GET /v1/me", &me), ("PATCH", &patched), ("GET", &read)] {
+        assert_eq!(user["groups"], json!([kept]), "{view}: {user}");
+    }
 }

@@ -7,20 +7,22 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    ADMIN_EMAIL, Backend, TestApp, USER_PASSWORD, expect_problem, login,
+    ADMIN_EMAIL, Backend, TestApp, USER_PASSWORD, expect_problem, finished, login, request_test,
     sms_fake::SmsFake,
     smtp_server::{ServerOptions, ServerTls, SmtpServer, TestPki},
-    test_keyring,
+    test_keyring, wait_for_job,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use switchyard::service::ServiceOptions;
+use switchyard_projections::queries;
 use switchyard_workers::jobs::store;
 
 on_both_backends!(
     test_email_arrives_and_its_stages_are_recorded,
     a_refused_login_fails_at_once_at_the_auth_stage,
     an_unreachable_server_is_retried_with_backoff,
+    a_test_of_an_unreachable_server_gives_its_verdict_after_one_retry,
     test_email_needs_saved_settings_and_a_valid_address,
     test_mobile_reaches_the_gateway_and_records_its_answer,
     login_alerts_follow_the_account_setting,
@@ -55,34 +57,6 @@ fn server_with_login() -> ServerOptions {
         credentials: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
         ..ServerOptions::default()
     }
-}
-
-/// Posts a test and answers its job id.
-async fn request_test(app: &TestApp, path: &str, body: Option<&Value>) -> String {
-    let (status, answer) = app.admin(Method::POST, path, body).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    answer["job_id"].as_str().unwrap().to_owned()
-}
-
-/// Polls the job until `done` says so (10 s at most).
-async fn wait_for_job(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        let (status, job) = app
-            .admin(Method::GET, &format!("/v1/jobs/{id}"), None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "{job}");
-        if done(&job) {
-            return job;
-        }
-        last = job;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("job {id} never got there: {last}");
-}
-
-fn finished(job: &Value) -> bool {
-    matches!(job["status"].as_str(), Some("succeeded" | "failed"))
 }
 
 /// The account's jobs of one kind, newest first.
@@ -262,6 +236,38 @@ async fn an_unreachable_server_is_retried_with_backoff(backend: Backend) {
         assert_eq!(job["status"], "succeeded", "{job}");
         assert_eq!(job["attempts"], 2);
         assert_eq!(server.received().len(), 1);
+    }
+}
+
+async fn a_test_of_an_unreachable_server_gives_its_verdict_after_one_retry(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // A port nothing listens on: bound, then closed.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    save_smtp(&app, &smtp_settings(port, SMTP_PASSWORD)).await;
+    let sms = json!({"provider": "http", "from_number": "+14155550100",
+                     "base_url": format!("http://127.0.0.1:{port}/sms"), "api_key": "sms-key-1"});
+    assert_eq!(
+        app.put("/v1/account/sms", &sms).await.status(),
+        StatusCode::OK
+    );
+    let to = json!({"to": "+14155550199"});
+
+    let email = request_test(&app, "/v1/account/smtp/test", None).await;
+    let mobile = request_test(&app, "/v1/account/sms/test", Some(&to)).await;
+
+    // Someone is waiting for these: after the retry, the report gives the verdict.
+    for id in [email, mobile] {
+        let job = wait_for_job(&app, &id, |job| {
+            job["attempts"] == 2 && job["status"] != "running"
+        })
+        .await;
+        assert_eq!(job["status"], "failed", "no third attempt: {job}");
+        assert_eq!(job["retry_at"], Value::Null, "{job}");
+        let error = job["error"].as_str().unwrap();
+        assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
     }
 }
 
@@ -618,7 +624,7 @@ async fn shutdown_lets_a_running_job_finish(backend: Backend) {
     let db = service.state.db.clone();
     let account = jobs_account(&db).await;
     service.shutdown().await.unwrap();
-    let job = store::find(&db, account, &id).await.unwrap().unwrap();
+    let job = queries::job(&db, account, &id).await.unwrap().unwrap();
     assert_eq!(
         job.status, "succeeded",
         "finished before shutdown returned: {job:?}"
@@ -640,7 +646,7 @@ async fn a_private_ca_set_for_the_workers_secures_starttls(backend: Backend) {
     let pki = TestPki::generate();
     let options = ServiceOptions {
         smtp_extra_root: Some(pki.ca_pem.clone()),
-        ..ServiceOptions::default()
+        ..common::loopback_options()
     };
     let app = TestApp::spawn_with(backend, options, test_keyring()).await;
     let server = SmtpServer::start(ServerOptions {

@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 on_both_backends!(
     a_rebuild_equals_the_live_read_models,
-    a_failed_rebuild_leaves_the_read_models_as_they_were
+    a_failed_rebuild_leaves_the_read_models_as_they_were,
+    a_rebuild_ends_no_session_the_live_projection_kept,
 );
 
 /// Every read-model table, rows in a stable order, values as text.
@@ -202,5 +203,35 @@ async fn a_failed_rebuild_leaves_the_read_models_as_they_were(backend: Backend) 
         schema,
         indexes(&db).await,
         "every dropped key and index is back"
+    );
+}
+
+/// Disabling a user ended the sessions issued before it; a rebuild must not end the ones
+/// issued after they were enabled again.
+async fn a_rebuild_ends_no_session_the_live_projection_kept(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = "bob@acme.example.com";
+    let bob = app.add_user(email, "user", &[]).await;
+    let ended = common::login(&app.client, &app.base, email, USER_PASSWORD).await;
+    let path = format!("/v1/users/{bob}");
+    for enabled in [false, true] {
+        let body = json!({ "enabled": enabled });
+        let (status, _) = app.admin(Method::PATCH, &path, Some(&body)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let kept = common::login(&app.client, &app.base, email, USER_PASSWORD).await;
+    let status = |token: String| {
+        let app = &app;
+        async move { app.send(Method::GET, "/v1/me", &token, None).await.status() }
+    };
+    assert_eq!(status(ended.clone()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(kept.clone()).await, StatusCode::OK);
+    let db = app.database.open().await;
+    replay::rebuild_all(&db, |_| {}).await.unwrap();
+    assert_eq!(status(ended).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(kept).await,
+        StatusCode::OK,
+        "the session issued after the user was enabled again survives the rebuild"
     );
 }

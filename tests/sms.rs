@@ -5,8 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::dns_server::DnsServer;
 use common::sms_fake::{ReceivedSms, SmsFake, twilio_error_body};
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use switchyard_workers::sms::{self, SmsDelivery, SmsError, SmsFailure, SmsSettings};
 use tokio::net::TcpListener;
@@ -40,7 +41,8 @@ fn http(base_url: &str, username: Option<&str>, api_key: &str) -> SmsSettings {
 
 /// Sends `TEXT` and checks that no key made it into what would be recorded.
 async fn send(settings: &SmsSettings, to: &str, timeout: Duration) -> SmsDelivery {
-    let delivery = sms::send(&Client::new(), settings, to, TEXT, timeout).await;
+    let outbound = common::loopback_outbound(&DnsServer::start().await);
+    let delivery = sms::send(outbound.http(), settings, to, TEXT, timeout).await;
     let recorded = serde_json::to_string(&delivery).unwrap();
     assert!(
         !recorded.contains(API_KEY) && !recorded.contains(WRONG_API_KEY),
@@ -75,7 +77,7 @@ async fn twilio_delivers_and_answers_the_message_sid() {
         delivery.outcome,
         Ok(Some("SM0123456789abcdef0123456789abcdef".into()))
     );
-    assert!(delivery.body.unwrap().contains(r#""status":"queued""#));
+    assert!(delivery.excerpt.unwrap().contains(ACCOUNT_SID));
     assert_eq!(fake.received(), sent(TO));
 }
 
@@ -109,7 +111,7 @@ async fn http_gateway_delivers_with_a_bearer_key() {
     assert_eq!(delivery.status, Some(200), "{delivery:?}");
     assert_eq!(delivery.outcome, Ok(None));
     assert_eq!(
-        delivery.body.as_deref(),
+        delivery.excerpt.as_deref(),
         Some(r#"{"id":"msg-1","status":"accepted"}"#)
     );
     assert_eq!(fake.received(), sent(TO));
@@ -146,7 +148,7 @@ async fn twilio_invalid_number_is_rejected_for_good_in_twilios_words() {
          the text. Twilio says: The 'To' number +1555 is not a valid phone number. (error \
          21211, https://www.twilio.com/docs/errors/21211)"
     );
-    assert!(delivery.body.unwrap().contains("21211"));
+    assert!(delivery.excerpt.unwrap().contains("21211"));
     assert!(fake.received().is_empty());
 }
 
@@ -252,7 +254,7 @@ async fn silent_gateway_times_out_transiently() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!((delivery.status, delivery.body.as_deref()), (None, None));
+    assert_eq!((delivery.status, delivery.excerpt.as_deref()), (None, None));
     let error = expect_error(&delivery);
     assert_eq!(error.kind, SmsFailure::Timeout);
     assert!(error.is_transient());
@@ -316,7 +318,7 @@ async fn key_is_never_shown() {
     );
     let delivery = send(&http(&fake.base_url, None, API_KEY), TO, TIMEOUT).await;
     assert_eq!(
-        delivery.body.as_deref(),
+        delivery.excerpt.as_deref(),
         Some(r#"{"error":"unknown key ***"}"#)
     );
 }
@@ -325,7 +327,7 @@ async fn key_is_never_shown() {
 async fn delivery_is_stored_as_json() {
     let delivery = SmsDelivery {
         status: Some(400),
-        body: Some("{}".into()),
+        excerpt: Some("{}".into()),
         outcome: Err(SmsError {
             kind: SmsFailure::Rejected { status: 400 },
             message: "Twilio rejected the message (400)".into(),
@@ -336,7 +338,7 @@ async fn delivery_is_stored_as_json() {
 
     assert_eq!(
         stored,
-        json!({"status": 400, "body": "{}", "outcome": {"Err": {
+        json!({"status": 400, "excerpt": "{}", "outcome": {"Err": {
             "kind": "rejected", "status": 400, "message": "Twilio rejected the message (400)"
         }}})
     );

@@ -5,10 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::smtp_server::{ServerOptions, ServerTls, SilentServer, SmtpServer, TestPki};
+use common::{
+    dns_server::DnsServer,
+    smtp_server::{ServerOptions, ServerTls, SilentServer, SmtpServer, TestPki},
+};
 use secrecy::SecretString;
 use switchyard_workers::smtp::{
-    Delivery, FailureKind, Message, Security, SmtpSettings, StageName, send,
+    self, Delivery, FailureKind, Message, Security, SmtpSettings, StageName,
 };
 use tokio::net::TcpListener;
 
@@ -26,6 +29,13 @@ fn settings(host: &str, port: u16, security: Security) -> SmtpSettings {
         from: "Switchyard <noreply@acme.example.com>".to_owned(),
         extra_root_certificate: None,
     }
+}
+
+/// Sends as the workers do, with tenants' servers allowed on loopback, resolving names
+/// through a DNS server of the test's own that knows none.
+async fn send(settings: &SmtpSettings, message: &Message, timeout: Duration) -> Delivery {
+    let outbound = common::loopback_outbound(&DnsServer::start().await);
+    smtp::send(&outbound, settings, message, timeout).await
 }
 
 fn with_login(settings: SmtpSettings, password: &str) -> SmtpSettings {

@@ -11,6 +11,7 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fs::File,
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -48,7 +49,14 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(database_url: &str, secrets_keys: &str, dir: &Path, name: &str) -> Self {
+    /// Resolves through `dns`, and may connect to the SMTP server on loopback.
+    fn start(
+        database_url: &str,
+        secrets_keys: &str,
+        dns: SocketAddr,
+        dir: &Path,
+        name: &str,
+    ) -> Self {
         let log = dir.join(format!("{name}.log"));
         let output = File::create(&log).expect("worker log file");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -57,6 +65,8 @@ impl Worker {
             .arg("worker")
             .args(["--worker-heartbeat-secs", "1"])
             .args(["--worker-concurrency", &CONCURRENCY.to_string()])
+            .args(["--outbound-allow", common::LOOPBACK])
+            .args(["--dns-server", &dns.to_string()])
             .current_dir(dir)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -135,7 +145,7 @@ async fn a_killed_worker_strands_no_job_and_resends_no_recorded_email(backend: B
     let keyring = SecretKeyring::from_config(&secrets_keys).unwrap();
     let no_workers = ServiceOptions {
         workers: None,
-        ..ServiceOptions::default()
+        ..common::loopback_options()
     };
     let app = TestApp::spawn_with(backend, no_workers, keyring).await;
     let db = app.service.state.db.clone();
@@ -165,7 +175,13 @@ async fn a_killed_worker_strands_no_job_and_resends_no_recorded_email(backend: B
     }
 
     // The first worker sends a few, and is killed with more in flight.
-    let mut first = Worker::start(&app.database.url, &secrets_keys, logs.path(), "first");
+    let mut first = Worker::start(
+        &app.database.url,
+        &secrets_keys,
+        app.dns.address,
+        logs.path(),
+        "first",
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while recorded_effects(&db).await.len() < RECORDED_BEFORE_KILL {
         first.assert_running();
@@ -213,7 +229,13 @@ async fn a_killed_worker_strands_no_job_and_resends_no_recorded_email(backend: B
 
     // A new worker takes up what the dead one left, after its missed heartbeats: every job
     // succeeds, and the queue is done with each of them.
-    let mut second = Worker::start(&app.database.url, &secrets_keys, logs.path(), "second");
+    let mut second = Worker::start(
+        &app.database.url,
+        &secrets_keys,
+        app.dns.address,
+        logs.path(),
+        "second",
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut pending: BTreeSet<String> = recipients.keys().cloned().collect();
     loop {

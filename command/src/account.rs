@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     domain::{CountryCode, CurrencyCode, DateFormat, EmailAddress, PhoneNumber, Text},
     event_log::EventCodec,
-    handler::Aggregate,
+    handler::{Aggregate, Inconsistent},
     seen::{SeenVersion, Stale, check_seen},
 };
 
@@ -164,7 +164,7 @@ impl Aggregate for Account {
         }
     }
 
-    fn evolve(&mut self, event: AccountEvent, version: i64) {
+    fn evolve(&mut self, event: AccountEvent, version: i64) -> Result<(), Inconsistent> {
         match (event, &mut self.sections) {
             (AccountEvent::AccountOpened { company, general }, sections) => {
                 *sections = Some((
@@ -184,8 +184,9 @@ impl Aggregate for Account {
             (AccountEvent::GeneralInformationChanged(value), Some((_, general))) => {
                 *general = Versioned { value, version };
             }
-            (event, None) => unreachable!("{event:?} before AccountOpened"),
+            (_, None) => return Err(Inconsistent("a section change before the account opened")),
         }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use crate::{
     account::Versioned,
     domain::{AccountId, BaseUrl, EmailAddress, Hostname, PhoneNumber, Port, Text},
     event_log::EventCodec,
-    handler::Aggregate,
+    handler::{Aggregate, Inconsistent},
     secrets::EncryptedSecret,
     seen::{SeenVersion, Stale, check_seen},
 };
@@ -209,7 +209,7 @@ impl Aggregate for Channels {
         }
     }
 
-    fn evolve(&mut self, event: ChannelsEvent, version: i64) {
+    fn evolve(&mut self, event: ChannelsEvent, version: i64) -> Result<(), Inconsistent> {
         match event {
             ChannelsEvent::SmtpSettingsChanged(value) => {
                 self.smtp = Some(Versioned { value, version })
@@ -219,6 +219,7 @@ impl Aggregate for Channels {
             }
             ChannelsEvent::SmtpTestRequested { .. } | ChannelsEvent::SmsTestRequested { .. } => {}
         }
+        Ok(())
     }
 }
 

@@ -4,7 +4,8 @@
 use std::{fmt::Write, path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    AnyPool, Executor, any::AnyPoolOptions, migrate::Migrator, sqlite::SqliteConnectOptions,
+    AnyConnection, AnyPool, Connection, Executor, any::AnyPoolOptions, migrate::Migrator,
+    postgres::PgConnectOptions, sqlite::SqliteConnectOptions,
 };
 
 /// Which database engine a URL points at.
@@ -46,6 +47,53 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 /// `_sqlx_migrations` table cannot mistake our history for theirs.
 const MIGRATIONS_TABLE: &str = "switchyard_migrations";
 
+/// Limits every PostgreSQL session of the service sets, so that a session holding a lock
+/// too long (the event log's append lock, a row) or a runaway statement makes the others
+/// fail with a clear error instead of waiting without end. Zero turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// How long a statement waits for a lock (`lock_timeout`).
+    pub lock_timeout: Duration,
+    /// How long a statement may run (`statement_timeout`).
+    pub statement_timeout: Duration,
+    /// How long a session may sit idle inside a transaction before the server ends it,
+    /// releasing its locks (`idle_in_transaction_session_timeout`).
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SessionLimits {
+    /// For maintenance that holds one long transaction (a rebuild): no statement or idle
+    /// limit; locks are still waited for only so long.
+    pub fn for_maintenance(self) -> Self {
+        Self {
+            statement_timeout: Duration::ZERO,
+            idle_in_transaction_timeout: Duration::ZERO,
+            ..self
+        }
+    }
+
+    /// The `SET` statements that apply them to a session.
+    fn setup_sql(&self) -> String {
+        format!(
+            "SET lock_timeout = {}; SET statement_timeout = {}; \
+             SET idle_in_transaction_session_timeout = {};",
+            self.lock_timeout.as_millis(),
+            self.statement_timeout.as_millis(),
+            self.idle_in_transaction_timeout.as_millis()
+        )
+    }
+}
+
 #[derive(Clone)]
 pub struct Database {
     pub pool: AnyPool,
@@ -53,6 +101,7 @@ pub struct Database {
     /// Where it was opened, for the job queue's typed pool on the same database. Not shown
     /// by `Debug`: it may carry a password.
     url: std::sync::Arc<str>,
+    limits: SessionLimits,
 }
 
 impl std::fmt::Debug for Database {
@@ -64,13 +113,25 @@ impl std::fmt::Debug for Database {
 }
 
 impl Database {
-    /// Connects without touching the schema.
+    /// Connects without touching the schema, with the default [`SessionLimits`].
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        Self::connect_with(url, SessionLimits::default()).await
+    }
+
+    /// Connects without touching the schema. A database that cannot be reached is reported
+    /// at once with its cause (the pool alone would retry until its timeout and report only
+    /// that it timed out).
+    pub async fn connect_with(url: &str, limits: SessionLimits) -> Result<Self, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         if backend == Backend::Sqlite {
-            create_sqlite_parent_dir(url)?;
+            create_sqlite_file(url)?;
         }
+        let first = AnyConnection::connect(url)
+            .await
+            .map_err(|error| unreachable_database(backend, url, error))?;
+        first.close().await?;
+        let setup = limits.setup_sql();
         let options = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 8,
@@ -84,13 +145,21 @@ impl Database {
                     Ok(())
                 })
             }),
-            Backend::Postgres => options,
+            Backend::Postgres => options.after_connect(move |conn, _| {
+                let setup = setup.clone();
+                Box::pin(async move {
+                    conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(setup)))
+                        .await?;
+                    Ok(())
+                })
+            }),
         };
         let pool = options.connect(url).await?;
         Ok(Self {
             pool,
             backend,
             url: url.into(),
+            limits,
         })
     }
 
@@ -98,9 +167,19 @@ impl Database {
         &self.url
     }
 
+    /// What another pool on this database runs on each new connection (the job queue's),
+    /// so that its sessions keep the same [`SessionLimits`]. PostgreSQL only.
+    pub fn session_setup(&self) -> String {
+        self.limits.setup_sql()
+    }
+
     /// Connects and brings the schema up to date.
     pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
-        let db = Self::connect(url).await?;
+        Self::open_with(url, SessionLimits::default()).await
+    }
+
+    pub async fn open_with(url: &str, limits: SessionLimits) -> Result<Self, sqlx::Error> {
+        let db = Self::connect_with(url, limits).await?;
         db.migrate().await?;
         Ok(db)
     }
@@ -124,18 +203,54 @@ impl Database {
     }
 }
 
+/// A connection error that says where it tried: "connecting to 127.0.0.1:5432: Connection
+/// refused" rather than the driver's bare "error communicating with database".
+fn unreachable_database(backend: Backend, url: &str, error: sqlx::Error) -> sqlx::Error {
+    let place = match backend {
+        Backend::Postgres => match PgConnectOptions::from_str(url) {
+            Ok(options) => format!("{}:{}", options.get_host(), options.get_port()),
+            Err(_) => "the database".into(),
+        },
+        Backend::Sqlite => match SqliteConnectOptions::from_str(url) {
+            Ok(options) => options.get_filename().display().to_string(),
+            Err(_) => "the database".into(),
+        },
+    };
+    match error {
+        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(
+            io.kind(),
+            format!("connecting to {place}: {io}"),
+        )),
+        sqlx::Error::Tls(tls) => sqlx::Error::Tls(format!("connecting to {place}: {tls}").into()),
+        // The server answered: its own message says what is wrong.
+        other => other,
+    }
+}
+
 fn clone_migrator(source: &Migrator) -> Migrator {
     Migrator::with_migrations(source.iter().cloned().collect())
 }
 
-/// `sqlite://data/switchyard.db?mode=rwc` creates the file but not its folder.
-fn create_sqlite_parent_dir(url: &str) -> Result<(), sqlx::Error> {
+/// `sqlite://data/switchyard.db?mode=rwc` creates the file but not its folder, and with
+/// the process's umask (often readable by everyone). The file is created here first,
+/// readable by its owner only; SQLite gives its WAL and shared-memory files the database
+/// file's permissions.
+fn create_sqlite_file(url: &str) -> Result<(), sqlx::Error> {
     let options = SqliteConnectOptions::from_str(url)?;
-    if let Some(parent) = Path::new(options.get_filename()).parent()
+    let path = Path::new(options.get_filename());
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
         std::fs::create_dir_all(parent)?;
     }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    file.open(path)?;
     Ok(())
 }
 

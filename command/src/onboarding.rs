@@ -1,11 +1,13 @@
 //! Opening an account: the account, its first administrator, the administrator's place on the
-//! roster and the claim on their email address are appended atomically, or not at all.
+//! roster and the claim on their email address are appended atomically, or not at all. The
+//! first account opened in an installation becomes its operator in the same append.
 
 use crate::{
     account::{Account, AccountCommand, CompanyInformation, GeneralInformation},
     domain::{AccountId, EmailAddress, Text, UserId},
     event_log::Metadata,
     handler::{Aggregate, Changes, CommandError, CommandHandler, Loaded},
+    installation::{INSTALLATION_STREAM, Installation, InstallationCommand},
     team::{NewUser, TeamError, add_user_changes},
     user::Role,
 };
@@ -22,6 +24,8 @@ pub struct OpenedAccount {
     pub account_id: AccountId,
     pub admin_id: UserId,
     pub position: i64,
+    /// Whether it became the installation's operator (it was the first).
+    pub operator: bool,
 }
 
 pub async fn open_account(
@@ -50,13 +54,17 @@ pub async fn open_account(
         })
         .expect("a new account opens");
     let (account, account_events, administrator) = (&account, &account_events, &administrator);
-    let ((), position) = handler
+    let (operator, position) = handler
         .execute_across(&Metadata::system(account_id), || {
             Box::pin(async move {
                 let mut changes = Changes::default();
                 changes.add(&account_id.stream_id(), account, account_events);
                 add_user_changes(handler, &mut changes, admin_id, administrator).await?;
-                Ok((changes, ()))
+                let installation: Loaded<Installation> = handler.load(INSTALLATION_STREAM).await?;
+                let designate = InstallationCommand::DesignateOperatorIfNone(account_id);
+                let Ok(designated) = installation.state.decide(designate);
+                changes.add(INSTALLATION_STREAM, &installation, &designated);
+                Ok((changes, !designated.is_empty()))
             })
         })
         .await?;
@@ -64,5 +72,6 @@ pub async fn open_account(
         account_id,
         admin_id,
         position: position.expect("opening an account appends"),
+        operator,
     })
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     domain::{AccountId, UserId},
     event_log::EventCodec,
-    handler::Aggregate,
+    handler::{Aggregate, Inconsistent},
     user::Role,
 };
 
@@ -58,6 +58,14 @@ pub enum RosterCommand {
 pub struct LastAdministrator;
 
 impl Roster {
+    /// The account's enabled administrators: who account-wide notices go to.
+    pub fn administrators(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.role == Role::Administrator && m.enabled)
+            .map(|(user_id, _)| *user_id)
+    }
+
     fn is_last_administrator(&self, user_id: UserId) -> bool {
         let active_administrator = |m: &Membership| m.role == Role::Administrator && m.enabled;
         let administrators = self.members.values().filter(|m| active_administrator(m));
@@ -95,7 +103,7 @@ impl Aggregate for Roster {
         })
     }
 
-    fn evolve(&mut self, event: RosterEvent, _version: i64) {
+    fn evolve(&mut self, event: RosterEvent, _version: i64) -> Result<(), Inconsistent> {
         match event {
             RosterEvent::MemberJoined { user_id, role } => {
                 let enabled = true;
@@ -119,6 +127,7 @@ impl Aggregate for Roster {
                 }
             }
         }
+        Ok(())
     }
 }
 

@@ -35,6 +35,20 @@ const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const FIRST_KEY_ID: &str = "k1";
 const MAX_KEY_ID_LEN: usize = 16;
+/// The key check value's plaintext and associated data: no account id is this.
+const KEY_CHECK_PLAINTEXT: &str = "switchyard key check";
+const KEY_CHECK_CONTEXT: &[u8] = b"switchyard-key-check";
+
+/// What a keyring makes of a key check value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// It holds the key the value was sealed with.
+    Same,
+    /// It holds a key under that id, but another one.
+    Different,
+    /// It holds no key under that id.
+    NotHeld,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -63,6 +77,17 @@ pub enum SecretsError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EncryptedSecret(String);
+
+impl EncryptedSecret {
+    /// A sealed value as stored, for a column of its own (the key checks).
+    pub fn from_stored(stored: String) -> Self {
+        Self(stored)
+    }
+
+    pub fn as_stored(&self) -> &str {
+        &self.0
+    }
+}
 
 /// The current key, which encrypts, and retired keys, which only decrypt.
 #[derive(Debug)]
@@ -120,6 +145,44 @@ impl SecretKeyring {
 
     /// Seals `plaintext` with the current key, bound to `account`.
     pub fn encrypt(&self, account: AccountId, plaintext: &str) -> EncryptedSecret {
+        self.seal(account.0.as_bytes(), plaintext)
+    }
+
+    /// Opens `secret`, which must have been sealed for `account` with a key in this keyring.
+    pub fn decrypt(
+        &self,
+        account: AccountId,
+        secret: &EncryptedSecret,
+    ) -> Result<SecretString, SecretsError> {
+        self.open(account.0.as_bytes(), secret)
+    }
+
+    /// The id of the key that seals.
+    pub fn current_key_id(&self) -> &str {
+        &self.current.id.0
+    }
+
+    /// Every key id, the current one first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys().map(|key| key.id.0.as_str())
+    }
+
+    /// A key check value: a constant sealed with the current key. A process whose keyring
+    /// opens it has the same key under that id ([`SecretKeyring::key_check`]).
+    pub fn seal_key_check(&self) -> EncryptedSecret {
+        self.seal(KEY_CHECK_CONTEXT, KEY_CHECK_PLAINTEXT)
+    }
+
+    /// What this keyring makes of a key check value that another process sealed.
+    pub fn key_check(&self, sealed: &EncryptedSecret) -> KeyCheck {
+        match self.open(KEY_CHECK_CONTEXT, sealed) {
+            Ok(plaintext) if plaintext.expose_secret() == KEY_CHECK_PLAINTEXT => KeyCheck::Same,
+            Err(SecretsError::UnknownKeyId(_)) => KeyCheck::NotHeld,
+            _ => KeyCheck::Different,
+        }
+    }
+
+    fn seal(&self, associated: &[u8], plaintext: &str) -> EncryptedSecret {
         let mut nonce = [0; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
         let mut sealed = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
@@ -130,7 +193,7 @@ impl SecretKeyring {
             .cipher()
             .encrypt_inout_detached(
                 (&nonce).into(),
-                account.0.as_bytes(),
+                associated,
                 (&mut sealed[NONCE_LEN..]).into(),
             )
             .expect("a secret is far below XChaCha20-Poly1305's message size limit");
@@ -142,10 +205,9 @@ impl SecretKeyring {
         ))
     }
 
-    /// Opens `secret`, which must have been sealed for `account` with a key in this keyring.
-    pub fn decrypt(
+    fn open(
         &self,
-        account: AccountId,
+        associated: &[u8],
         secret: &EncryptedSecret,
     ) -> Result<SecretString, SecretsError> {
         let (key_id, payload) = secret
@@ -173,14 +235,14 @@ impl SecretKeyring {
         key.cipher()
             .decrypt_inout_detached(
                 nonce.into(),
-                account.0.as_bytes(),
+                associated,
                 plaintext.as_mut_slice().into(),
                 tag.into(),
             )
             .map_err(|_| SecretsError::DecryptionFailed)?;
         String::from_utf8(plaintext)
             .map(SecretString::from)
-            // Only `encrypt`, which takes a `&str`, can produce an authentic ciphertext.
+            // Only `seal`, which takes a `&str`, can produce an authentic ciphertext.
             .map_err(|_| SecretsError::DecryptionFailed)
     }
 

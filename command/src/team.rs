@@ -9,6 +9,7 @@ use crate::{
     event_log::Metadata,
     group::Group,
     handler::{Aggregate, Changes, CommandError, CommandHandler, Loaded},
+    idempotency::Answering,
     roster::{LastAdministrator, Roster, RosterCommand, roster_stream},
     user::{
         EmailClaim, EmailClaimCommand, EmailTaken, Member, Registration, Role, User, UserCommand,
@@ -96,24 +97,26 @@ async fn roster(
 }
 
 /// Registers a user: their stream, the claim on their email, their place on the roster.
+/// Under an idempotency key, `answering` renders the request's answer from the new user.
 pub async fn add_user(
     handler: &CommandHandler,
     new: NewUser,
     metadata: &Metadata,
+    answering: Option<Answering<'_, UserOutcome>>,
 ) -> TeamResult<UserOutcome> {
     check_groups(handler, new.account_id, &new.groups).await?;
     let user_id = UserId::new();
     let new = &new;
-    let (user, position) = handler
-        .execute_across(metadata, || {
+    let (added, position) = handler
+        .execute_across_answering(metadata, answering, || {
             Box::pin(async move {
                 let mut changes = Changes::default();
                 let user = add_user_changes(handler, &mut changes, user_id, new).await?;
-                Ok((changes, user))
+                Ok((changes, outcome(user_id, user, None)?))
             })
         })
         .await?;
-    outcome(user_id, user, position)
+    Ok(UserOutcome { position, ..added })
 }
 
 /// The changes that register `new` as `user_id`, and the user they make.
@@ -147,8 +150,9 @@ pub(crate) async fn add_user_changes(
         .state
         .decide(UserCommand::Register(registration))
         .map_err(refused)?;
-    changes.add(&user_id.stream_id(), &user, &events);
-    Ok(user.after(&events))
+    let stream = user_id.stream_id();
+    changes.add(&stream, &user, &events);
+    Ok(user.after(&stream, &events)?)
 }
 
 /// Edits a user; an email change moves the claim, a role or enabled change goes through the
@@ -176,7 +180,7 @@ pub async fn edit_user(
                 };
                 let events = user.state.decide(command).map_err(refused)?;
                 let mut changes = Changes::default();
-                let after = user.after(&events);
+                let after = user.after(stream, &events)?;
                 let (before, now) = (member(&user)?, member(&after)?);
                 if before.email != now.email {
                     let release = EmailClaimCommand::Release(user_id);

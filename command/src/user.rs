@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::{
     domain::{AccountId, EmailAddress, GroupId, PhoneNumber, Text, UserId},
     event_log::EventCodec,
-    handler::Aggregate,
+    handler::{Aggregate, Inconsistent},
     secrets::EncryptedSecret,
     seen::{SeenVersion, Stale, check_seen},
+    snapshot::SnapshotCodec,
     totp::RecoveryCodeHash,
 };
 
@@ -133,7 +134,7 @@ impl EventCodec for UserEvent {
 }
 
 /// Two-factor login, as far as the aggregate knows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Totp {
     #[default]
     Off,
@@ -143,7 +144,7 @@ pub enum Totp {
 }
 
 /// A registered, not deleted user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub account_id: AccountId,
     pub email: EmailAddress,
@@ -161,7 +162,7 @@ pub struct Member {
     pub version: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub member: Option<Member>,
     /// Registered once, ever: a deleted user's id is not reused.
@@ -214,8 +215,11 @@ pub enum UserCommand {
         account_id: AccountId,
         step: Option<u64>,
     },
+    /// A login whose password was checked against `password_hash`: refused if the password
+    /// has changed since, so a check against a stale copy cannot open a session.
     RecordLogin {
         second_factor: SecondFactor,
+        password_hash: String,
     },
     RecordLockout {
         scope: LockoutScope,
@@ -243,6 +247,8 @@ pub enum UserError {
     SecondFactorRejected,
     #[error("the user is disabled")]
     Disabled,
+    #[error("the password changed since it was checked")]
+    PasswordChanged,
 }
 
 impl User {
@@ -320,6 +326,9 @@ impl Aggregate for User {
     type Event = UserEvent;
     type Error = UserError;
 
+    /// Every login is an event on the user's stream: it grows without bound.
+    const SNAPSHOTS: Option<SnapshotCodec<Self>> = Some(SnapshotCodec::serde(1));
+
     fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
         use UserCommand as C;
         match command {
@@ -381,10 +390,16 @@ impl Aggregate for User {
                     reset_by_administrator: step.is_none(),
                 }])
             }
-            C::RecordLogin { second_factor } => {
+            C::RecordLogin {
+                second_factor,
+                password_hash,
+            } => {
                 let member = self.live()?;
                 if !member.enabled {
                     return Err(UserError::Disabled);
+                }
+                if member.password_hash != password_hash {
+                    return Err(UserError::PasswordChanged);
                 }
                 let totp_on = matches!(member.totp, Totp::On(_));
                 verify_second_factor(member, &second_factor, totp_on)?;
@@ -397,68 +412,90 @@ impl Aggregate for User {
         }
     }
 
-    fn evolve(&mut self, event: UserEvent, version: i64) {
-        if let UserEvent::UserRegistered(registration) = event {
-            self.registered = true;
-            self.member = Some(Member {
-                account_id: registration.account_id,
-                email: registration.email,
-                profile: Profile {
-                    name: registration.name,
-                    phone: registration.phone,
-                    mobile: registration.mobile,
+    fn evolve(&mut self, event: UserEvent, version: i64) -> Result<(), Inconsistent> {
+        let member = match (event, &mut self.member) {
+            (UserEvent::UserRegistered(registration), member) => {
+                self.registered = true;
+                *member = Some(Member {
+                    account_id: registration.account_id,
+                    email: registration.email,
+                    profile: Profile {
+                        name: registration.name,
+                        phone: registration.phone,
+                        mobile: registration.mobile,
+                    },
+                    role: registration.role,
+                    groups: registration.groups,
+                    enabled: true,
+                    password_hash: registration.password_hash,
+                    totp: Totp::Off,
+                    last_totp_step: None,
+                    recovery_codes: Vec::new(),
+                    version,
+                });
+                return Ok(());
+            }
+            // Nothing is decided for a deleted user.
+            (_, None) => return Ok(()),
+            (UserEvent::UserDeleted, member) => {
+                *member = None;
+                return Ok(());
+            }
+            (UserEvent::ProfileChanged(profile), Some(member)) => {
+                member.profile = profile;
+                member
+            }
+            (UserEvent::EmailChanged { email }, Some(member)) => {
+                member.email = email;
+                member
+            }
+            (UserEvent::RoleChanged { role }, Some(member)) => {
+                member.role = role;
+                member
+            }
+            (UserEvent::GroupsChanged { groups }, Some(member)) => {
+                member.groups = groups;
+                member
+            }
+            (UserEvent::UserDisabled, Some(member)) => {
+                member.enabled = false;
+                member
+            }
+            (UserEvent::UserEnabled, Some(member)) => {
+                member.enabled = true;
+                member
+            }
+            (
+                UserEvent::TotpEnabled {
+                    step,
+                    recovery_codes,
                 },
-                role: registration.role,
-                groups: registration.groups,
-                enabled: true,
-                password_hash: registration.password_hash,
-                totp: Totp::Off,
-                last_totp_step: None,
-                recovery_codes: Vec::new(),
-                version,
-            });
-            return;
-        }
-        let Some(member) = &mut self.member else {
-            return;
-        };
-        match event {
-            UserEvent::UserRegistered(_) => unreachable!("handled above"),
-            UserEvent::ProfileChanged(profile) => member.profile = profile,
-            UserEvent::EmailChanged { email } => member.email = email,
-            UserEvent::RoleChanged { role } => member.role = role,
-            UserEvent::GroupsChanged { groups } => member.groups = groups,
-            UserEvent::PasswordChanged { password_hash } => {
-                member.password_hash = password_hash;
-                return;
-            }
-            UserEvent::UserDeleted => {
-                self.member = None;
-                return;
-            }
-            UserEvent::UserDisabled => member.enabled = false,
-            UserEvent::UserEnabled => member.enabled = true,
-            UserEvent::TotpSetupStarted { seed } => {
-                // Steps count per seed: the new seed's codes have never been used.
-                member.totp = Totp::Pending(seed);
-                member.last_totp_step = None;
-                return;
-            }
-            UserEvent::TotpEnabled {
-                step,
-                recovery_codes,
-            } => {
+                Some(member),
+            ) => {
                 if let Totp::Pending(seed) = std::mem::take(&mut member.totp) {
                     member.totp = Totp::On(seed);
                 }
                 member.last_totp_step = Some(step);
                 member.recovery_codes = recovery_codes;
+                member
             }
-            UserEvent::TotpDisabled { .. } => {
+            (UserEvent::TotpDisabled { .. }, Some(member)) => {
                 member.totp = Totp::Off;
                 member.recovery_codes.clear();
+                member
             }
-            UserEvent::LoggedIn { second_factor } => {
+            // The rest does not move what `GET /v1/users/{id}` shows, nor its version.
+            (UserEvent::PasswordChanged { password_hash }, Some(member)) => {
+                member.password_hash = password_hash;
+                return Ok(());
+            }
+            (UserEvent::TotpSetupStarted { seed }, Some(member)) => {
+                // Steps count per seed: the new seed's codes have never been used.
+                member.totp = Totp::Pending(seed);
+                member.last_totp_step = None;
+                return Ok(());
+            }
+            (UserEvent::LoggedIn { second_factor }, Some(member)) => {
                 match second_factor {
                     SecondFactor::Totp { step } => member.last_totp_step = Some(step),
                     SecondFactor::RecoveryCode { code_hash } => {
@@ -466,11 +503,12 @@ impl Aggregate for User {
                     }
                     SecondFactor::None => {}
                 }
-                return;
+                return Ok(());
             }
-            UserEvent::LoginLockedOut { .. } => return,
-        }
+            (UserEvent::LoginLockedOut { .. }, Some(_)) => return Ok(()),
+        };
         member.version = version;
+        Ok(())
     }
 }
 
@@ -499,8 +537,10 @@ pub enum EmailClaimCommand {
     Release(UserId),
 }
 
+/// The address is some user's login name, in this account or another: the refusal says
+/// neither, so no account learns about another's users.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a user with this email address already exists")]
+#[error("this email address is not available: choose another")]
 pub struct EmailTaken;
 
 impl Aggregate for EmailClaim {
@@ -522,11 +562,12 @@ impl Aggregate for EmailClaim {
         }
     }
 
-    fn evolve(&mut self, event: EmailClaimEvent, _version: i64) {
+    fn evolve(&mut self, event: EmailClaimEvent, _version: i64) -> Result<(), Inconsistent> {
         self.holder = match event {
             EmailClaimEvent::EmailClaimed { user_id } => Some(user_id),
             EmailClaimEvent::EmailReleased { .. } => None,
         };
+        Ok(())
     }
 }
 
@@ -649,6 +690,7 @@ mod tests {
         ];
         let login = || UserCommand::RecordLogin {
             second_factor: SecondFactor::None,
+            password_hash: registration(account_id).password_hash,
         };
         given::<User>(disabled.clone())
             .when(login())
@@ -663,9 +705,36 @@ mod tests {
     }
 
     #[test]
+    fn a_login_checked_against_a_password_changed_since_is_refused() {
+        let account_id = AccountId::new();
+        let old_hash = registration(account_id).password_hash;
+        let changed = vec![
+            UserEvent::UserRegistered(registration(account_id)),
+            UserEvent::PasswordChanged {
+                password_hash: "$argon2id$new".into(),
+            },
+        ];
+        let login = |password_hash: &str| UserCommand::RecordLogin {
+            second_factor: SecondFactor::None,
+            password_hash: password_hash.into(),
+        };
+        given::<User>(changed.clone())
+            .when(login(&old_hash))
+            .then_error(UserError::PasswordChanged);
+        given::<User>(changed)
+            .when(login("$argon2id$new"))
+            .then(vec![UserEvent::LoggedIn {
+                second_factor: SecondFactor::None,
+            }]);
+    }
+
+    #[test]
     fn with_totp_on_a_login_needs_a_fresh_step_or_an_unused_recovery_code() {
         let history = with_totp(AccountId::new());
-        let login = |second_factor| UserCommand::RecordLogin { second_factor };
+        let login = |second_factor| UserCommand::RecordLogin {
+            second_factor,
+            password_hash: registration(AccountId::new()).password_hash,
+        };
         given::<User>(history.clone())
             .when(login(SecondFactor::None))
             .then_error(UserError::SecondFactorRequired);

@@ -9,7 +9,7 @@ use switchyard_command::{Backend, db::MAX_PARAMETERS};
 /// One bound value.
 pub enum Param {
     Text(Option<String>),
-    Int(i64),
+    Int(Option<i64>),
 }
 
 impl From<String> for Param {
@@ -32,6 +32,12 @@ impl From<Option<String>> for Param {
 
 impl From<i64> for Param {
     fn from(value: i64) -> Self {
+        Self::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for Param {
+    fn from(value: Option<i64>) -> Self {
         Self::Int(value)
     }
 }

@@ -1,7 +1,7 @@
 //! Account configuration: one JSON document per account and section, with the stream version
 //! that last set it (the section's ETag). Sections come from the account stream (company,
 //! general) and the channels stream (smtp, sms); secrets are not copied here, only whether
-//! one is set.
+//! one is set. The installation stream marks its operator account (section `operator`).
 
 use std::collections::HashMap;
 
@@ -13,6 +13,7 @@ use switchyard_command::{
     channels::ChannelsEvent,
     domain::AccountId,
     event_log::{EventCodec, RecordedEvent, decode},
+    installation::InstallationEvent,
 };
 
 use crate::{
@@ -27,6 +28,8 @@ pub const COMPANY_SECTION: &str = "company";
 pub const GENERAL_SECTION: &str = "general";
 pub const SMTP_SECTION: &str = "smtp";
 pub const SMS_SECTION: &str = "sms";
+/// Present for the one account that runs the platform (`installation` stream).
+pub const OPERATOR_SECTION: &str = "operator";
 
 /// The section as readers see it: a write-only secret becomes `<name>_set: bool`.
 pub fn without_secret(value: &impl Serialize, secret: &str) -> serde_json::Value {
@@ -132,6 +135,20 @@ impl Planner for ConfigPlanner {
                 }
                 AccountEvent::GeneralInformationChanged(general) => {
                     keep(latest, event, GENERAL_SECTION, general)
+                }
+            }
+        }
+        for event in events
+            .iter()
+            .filter(|e| e.stream_type == InstallationEvent::STREAM_TYPE)
+        {
+            match decode::<InstallationEvent>(event).map_err(ProjectionError::decode(event))? {
+                InstallationEvent::OperatorDesignated { account_id } => {
+                    let value = serde_json::json!({"operator": true});
+                    latest.insert(
+                        (account_id, OPERATOR_SECTION),
+                        (event.version, Box::new(value)),
+                    );
                 }
             }
         }

@@ -6,20 +6,27 @@
 mod audit;
 pub mod bulk;
 mod config;
+mod ledger;
 pub mod queries;
 pub mod replay;
 mod runner;
 mod users;
+pub mod worker_health;
 
 use futures::future::BoxFuture;
 use sqlx::AnyConnection;
-use switchyard_command::event_log::RecordedEvent;
+use switchyard_command::{
+    event_log::RecordedEvent,
+    handler::{FoldError, LoadError},
+};
 
 pub use audit::AuditProjection;
 pub use config::{
-    COMPANY_SECTION, ConfigProjection, GENERAL_SECTION, SMS_SECTION, SMTP_SECTION, without_secret,
+    COMPANY_SECTION, ConfigProjection, GENERAL_SECTION, OPERATOR_SECTION, SMS_SECTION,
+    SMTP_SECTION, without_secret,
 };
-pub use runner::{ProjectionHandle, Projections};
+pub use ledger::LedgerProjection;
+pub use runner::{Failure, ProjectionHandle, Projections, StoredCheckpoint, stored_checkpoints};
 pub use users::UsersProjection;
 
 /// One read model: how events change its tables.
@@ -82,6 +89,18 @@ pub enum ProjectionError {
         position: i64,
         source: serde_json::Error,
     },
+    /// A stream the projection looks up cannot be folded.
+    #[error(transparent)]
+    Fold(#[from] FoldError),
+}
+
+impl From<LoadError> for ProjectionError {
+    fn from(error: LoadError) -> Self {
+        match error {
+            LoadError::Read(error) => Self::Database(error),
+            LoadError::Fold(error) => Self::Fold(error),
+        }
+    }
 }
 
 impl ProjectionError {
@@ -100,5 +119,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(ConfigProjection),
         std::sync::Arc::new(UsersProjection),
         std::sync::Arc::new(AuditProjection),
+        std::sync::Arc::new(LedgerProjection),
     ]
 }

@@ -1,6 +1,7 @@
 //! Users and groups of every account: for login, the user and group lists, and the
 //! permission check on every request. It also ends sessions when the log says so (a password
-//! or two-factor change ends the user's other sessions; disabling or deleting ends all).
+//! or two-factor change ends the user's other sessions; disabling or deleting ends all), by
+//! the version of the event, not by time.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -86,18 +87,40 @@ async fn set_groups(
     add_groups(conn, user_id, groups).await
 }
 
-/// Ends the user's sessions opened before the event, except the one that made the change.
+/// Which sessions an event of the user's stream ends.
+enum Ending {
+    /// All issued before it.
+    All,
+    /// All issued before it, but the one that made the change (the event's session): the
+    /// user's own password or two-factor change.
+    AllButTheChanger,
+}
+
+/// Ends the user's sessions issued before `event`, by its version: the session lookup
+/// (`queries::session_user`) refuses them from now on, whenever they were created and
+/// whatever a clock says, and their rows go. A session issued after it stays, so a rebuild
+/// ends exactly what the live projection did.
 async fn end_sessions(
     conn: &mut AnyConnection,
     user_id: &str,
     event: &RecordedEvent,
+    ending: Ending,
 ) -> Result<(), sqlx::Error> {
-    let kept = event.metadata.session_id.as_deref().unwrap_or_default();
+    let kept = match ending {
+        Ending::All => None,
+        Ending::AllButTheChanger => event.metadata.session_id.as_deref(),
+    };
     run(
         conn,
-        "DELETE FROM sessions WHERE user_id = $1 AND created_at <= $2 \
-         AND id <> $3",
-        &[text(user_id), text(&timestamp(event)), text(kept)],
+        "UPDATE users SET sessions_ended_at_version = $1, session_kept = $2 WHERE id = $3",
+        &[Int(event.version), Text(kept), text(user_id)],
+    )
+    .await?;
+    run(
+        conn,
+        "DELETE FROM sessions WHERE user_id = $1 AND user_version < $2 \
+         AND id <> COALESCE($3, '')",
+        &[text(user_id), Int(event.version), Text(kept)],
     )
     .await
 }
@@ -163,7 +186,7 @@ async fn apply_user_event(
                 &[text(&password_hash), text(user_id)],
             )
             .await?;
-            end_sessions(conn, user_id, event).await?;
+            end_sessions(conn, user_id, event, Ending::AllButTheChanger).await?;
         }
         UserEvent::TotpEnabled { .. } | UserEvent::TotpDisabled { .. } => {
             let enabled = matches!(user_event, UserEvent::TotpEnabled { .. });
@@ -173,7 +196,7 @@ async fn apply_user_event(
                 &[Int(i64::from(enabled)), version, text(user_id)],
             )
             .await?;
-            end_sessions(conn, user_id, event).await?;
+            end_sessions(conn, user_id, event, Ending::AllButTheChanger).await?;
         }
         UserEvent::UserDeleted => {
             run(
@@ -182,12 +205,13 @@ async fn apply_user_event(
                 &[text(&timestamp(event)), text(user_id)],
             )
             .await?;
-            for sql in [
+            run(
+                conn,
                 "DELETE FROM user_groups WHERE user_id = $1",
-                "DELETE FROM sessions WHERE user_id = $1",
-            ] {
-                run(conn, sql, &[text(user_id)]).await?;
-            }
+                &[text(user_id)],
+            )
+            .await?;
+            end_sessions(conn, user_id, event, Ending::All).await?;
         }
         UserEvent::UserDisabled => {
             run(
@@ -196,12 +220,7 @@ async fn apply_user_event(
                 &[text(&timestamp(event)), version, text(user_id)],
             )
             .await?;
-            run(
-                conn,
-                "DELETE FROM sessions WHERE user_id = $1",
-                &[text(user_id)],
-            )
-            .await?;
+            end_sessions(conn, user_id, event, Ending::All).await?;
         }
         UserEvent::UserEnabled => {
             run(

@@ -12,13 +12,14 @@ use std::{
 };
 
 use anyhow::Context;
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde_json::{Value, json};
 use switchyard_command::{
     Database,
+    access::sessions::hash_token,
     domain::{EmailAddress, GroupId, Text},
     event_log::Metadata,
-    group::{GroupCommand, GroupSettings},
+    group::{self, GroupCommand, GroupSettings},
     permissions::{Access, EffectivePermissions, GroupGrant, Resource},
     secrets::SecretKeyring,
     team::{self, NewUser},
@@ -102,7 +103,7 @@ pub async fn run(
             mobile: None,
             password_hash: password_hash.clone(),
         };
-        last = team::add_user(&state.commands, new, &metadata)
+        last = team::add_user(&state.commands, new, &metadata, None)
             .await?
             .position;
     }
@@ -178,10 +179,7 @@ async fn create_groups(
                 permissions: permissions.into_iter().collect(),
             },
         };
-        state
-            .commands
-            .execute::<switchyard_command::group::Group>(&id.stream_id(), command, metadata)
-            .await?;
+        group::execute(&state.commands, id, command, metadata, None).await?;
         ids.push(id);
     }
     Ok(ids)
@@ -243,18 +241,11 @@ async fn time_session_lookups(
     checks: usize,
 ) -> anyhow::Result<Duration> {
     let token = login(client, base, &user_email(0)).await?;
-    let token_hash = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(token.as_bytes()))
-    };
-    let at = |time: chrono::DateTime<Utc>| time.to_rfc3339_opts(SecondsFormat::Micros, true);
-    let (now, idle_since) = (
-        at(Utc::now()),
-        at(Utc::now() - chrono::Duration::minutes(30)),
-    );
+    let token_hash = hash_token(&token);
+    let now = Utc::now();
     let started = Instant::now();
     for _ in 0..checks {
-        let session = queries::session_user(db, &token_hash, &now, &idle_since).await?;
+        let session = queries::session_user(db, &token_hash, now).await?;
         anyhow::ensure!(session.is_some_and(|s| s.grants.len() == 3), "three groups");
     }
     Ok(started.elapsed() / checks.max(1) as u32)

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use switchyard_command::{
     Database,
     channels::{Channels, ChannelsCommand, SecretChange, Security, SmtpSettings, channels_stream},
-    domain::{AccountId, EmailAddress, Hostname, Port},
+    domain::{AccountId, AllowList, EmailAddress, Hostname, Port},
     event_log::{EventLog, ExpectedVersion, Metadata, NewEvent, StreamWrite},
     handler::CommandHandler,
     secrets::SecretKeyring,
@@ -28,7 +28,7 @@ use switchyard_workers::jobs::{
 use uuid::Uuid;
 
 use super::{peak_rss_kib, smtp_sink::SmtpSink};
-use crate::service::{AdminCredentials, Service, create_account};
+use crate::service::{AdminCredentials, Service, ServiceOptions, create_account};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
@@ -92,7 +92,12 @@ pub async fn run(
         options.jobs > 0 && options.emails > 0 && options.callers > 0 && options.per_append > 0,
         "need jobs, emails, callers and at least one request per append"
     );
-    let service = Service::start(db.clone(), keyring).await?;
+    // The SMTP sink listens on loopback, which tenants' servers may not be at unless allowed.
+    let service_options = ServiceOptions {
+        outbound_allow: AllowList::parse(SmtpSink::ADDRESS)?,
+        ..ServiceOptions::default()
+    };
+    let service = Service::start_with(db.clone(), keyring, service_options).await?;
     let state = service.state.clone();
     anyhow::ensure!(
         state.log.head_position().await? == 0,
@@ -253,7 +258,7 @@ async fn save_smtp_settings(
 ) -> anyhow::Result<()> {
     let settings = SmtpSettings {
         from_address: EmailAddress::parse("noc@bench.example.com")?,
-        host: Hostname::parse("127.0.0.1")?,
+        host: Hostname::parse(SmtpSink::ADDRESS)?,
         port: Port::parse(port.into())?,
         security: Security::None,
         username: None,

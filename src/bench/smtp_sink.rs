@@ -26,8 +26,11 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
+    /// The address it listens on (a port is chosen at start).
+    pub const ADDRESS: &str = "127.0.0.1";
+
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind((Self::ADDRESS, 0)).await?;
         let address = listener.local_addr()?;
         let received = Arc::new(AtomicUsize::new(0));
         let counter = received.clone();

@@ -10,7 +10,10 @@ use axum::{
         Path, State,
         rejection::{FormRejection, JsonRejection},
     },
-    http::{HeaderMap, StatusCode, header::AUTHORIZATION},
+    http::{
+        HeaderMap, StatusCode,
+        header::{AUTHORIZATION, LOCATION},
+    },
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -60,8 +63,12 @@ enum Gateway {
 enum Behaviour {
     /// Check the request like the provider and accept a valid one.
     Check,
-    /// Answer this, whatever the request (an outage, a rate limit, a scripted refusal).
+    /// Answer this JSON, whatever the request (an outage, a rate limit, a scripted refusal).
     Answer(StatusCode, Value),
+    /// Answer this text as it is, whatever the request.
+    AnswerText(StatusCode, String),
+    /// Redirect every request to this URL.
+    Redirect(String),
     /// Accept the connection and never answer.
     Hang,
 }
@@ -115,6 +122,16 @@ impl SmsFake {
     /// From now on, answers every request with `status` and `body`.
     pub fn answer(&self, status: StatusCode, body: Value) {
         *self.state.behaviour.lock().unwrap() = Behaviour::Answer(status, body);
+    }
+
+    /// From now on, answers every request with `status` and `text` as it is.
+    pub fn answer_text(&self, status: StatusCode, text: &str) {
+        *self.state.behaviour.lock().unwrap() = Behaviour::AnswerText(status, text.to_owned());
+    }
+
+    /// From now on, answers every request with `302 Found` to `location`.
+    pub fn redirect(&self, location: &str) {
+        *self.state.behaviour.lock().unwrap() = Behaviour::Redirect(location.to_owned());
     }
 
     /// From now on, never answers.
@@ -253,6 +270,10 @@ impl FakeState {
         match behaviour {
             Behaviour::Check => None,
             Behaviour::Answer(status, body) => Some((status, Json(body)).into_response()),
+            Behaviour::AnswerText(status, text) => Some((status, text).into_response()),
+            Behaviour::Redirect(location) => {
+                Some((StatusCode::FOUND, [(LOCATION, location)]).into_response())
+            }
             Behaviour::Hang => std::future::pending().await,
         }
     }

@@ -1,10 +1,10 @@
-//! Sessions and the authenticated caller.
+//! The authenticated caller.
 //!
-//! A session token is 256 random bits, given to the client once; the database keeps only its
-//! SHA-256. Clients send it as `Authorization: Bearer <token>` or in the `HttpOnly; Secure;
-//! SameSite=Strict` cookie set at login. Cookie requests that change state must also come
-//! from our own origin (`Sec-Fetch-Site` or `Origin`), since a browser attaches cookies to
-//! cross-site requests too.
+//! Clients send their session token (`switchyard_command::access::sessions`) as
+//! `Authorization: Bearer <token>` or in the `HttpOnly; Secure; SameSite=Strict` cookie set
+//! at login. Cookie requests that change state must also come from our own origin
+//! (`Sec-Fetch-Site` or `Origin`), since a browser attaches cookies to cross-site requests
+//! too.
 
 use std::{marker::PhantomData, ops::Deref};
 
@@ -12,30 +12,21 @@ use axum::{
     extract::FromRequestParts,
     http::{Method, header, request::Parts},
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
+use chrono::Utc;
 use switchyard_command::{
-    Database,
+    access::sessions::{NewSession, SESSION_LIFETIME, hash_token},
     domain::{AccountId, UserId},
     event_log::Actor,
     permissions::{EffectivePermissions, Resource},
     user::Role,
 };
 use switchyard_projections::queries;
-use uuid::Uuid;
 
-use crate::{AppState, error::ApiError};
+use url::Url;
+
+use crate::{error::ApiError, forwarded, state::AppState};
 
 pub const SESSION_COOKIE: &str = "switchyard_session";
-/// A session ends this long after login, whatever happens (OWASP ASVS 7.3: 12 hours) …
-pub const SESSION_LIFETIME: Duration = Duration::hours(12);
-/// … or after this long unused (ASVS 7.3: 30 minutes).
-pub const SESSION_IDLE_TIMEOUT: Duration = Duration::minutes(30);
-/// How stale `last_used_at` may get before a request moves it: one write a minute, not one
-/// per request.
-const LAST_USED_RESOLUTION: Duration = Duration::minutes(1);
 
 /// The user a request acts for, within their account, and what they may do.
 #[derive(Debug, Clone)]
@@ -51,6 +42,11 @@ pub struct Caller {
 impl Caller {
     pub fn actor(&self) -> Actor {
         Actor::User(self.user_id)
+    }
+
+    /// What the database keeps of the session's token.
+    pub fn token_hash(&self) -> &str {
+        &self.token_hash
     }
 
     pub fn role(&self) -> Role {
@@ -95,7 +91,7 @@ pub mod section {
         )*};
     }
 
-    sections!(Config => Config, Users => Users, Audit => Audit);
+    sections!(Config => Config, Users => Users, Audit => Audit, Usage => Usage);
 }
 
 /// A caller whose permissions allow section `S`; anyone else gets 403.
@@ -122,61 +118,6 @@ impl<S: Section> FromRequestParts<AppState> for Authorized<S> {
         }
         Ok(Self(caller, PhantomData))
     }
-}
-
-fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-pub struct NewSession {
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-pub async fn create_session(
-    db: &Database,
-    user_id: &str,
-    account_id: &str,
-) -> Result<NewSession, sqlx::Error> {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = URL_SAFE_NO_PAD.encode(bytes);
-    let now = Utc::now();
-    let expires_at = now + SESSION_LIFETIME;
-    sqlx::query(
-        "INSERT INTO sessions (id, token_hash, user_id, account_id, created_at, expires_at, \
-         last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $5)",
-    )
-    .bind(Uuid::now_v7().to_string())
-    .bind(hash_token(&token))
-    .bind(user_id)
-    .bind(account_id)
-    .bind(timestamp(now))
-    .bind(timestamp(expires_at))
-    .execute(&db.pool)
-    .await?;
-    Ok(NewSession { token, expires_at })
-}
-
-async fn touch_session(db: &Database, id: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
-        .bind(timestamp(now))
-        .bind(id)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
-}
-
-pub async fn end_session(db: &Database, caller: &Caller) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-        .bind(&caller.token_hash)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
 }
 
 /// The cookie that carries the session token in browsers.
@@ -212,19 +153,30 @@ fn credential(parts: &Parts) -> Option<Credential> {
         .map(|(_, token)| Credential::Cookie(token.to_owned()))
 }
 
-/// Cookie-authenticated requests that change state must come from our own pages.
-fn same_origin(parts: &Parts) -> bool {
+/// Cookie-authenticated requests that change state must come from our own pages: from the
+/// public origin when it is configured, else from the host (and scheme, when a trusted proxy
+/// said it) that the request was addressed to.
+fn same_origin(parts: &Parts, state: &AppState) -> bool {
     let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = header("sec-fetch-site") {
         return site == "same-origin" || site == "none";
     }
-    match (header("origin"), header("host")) {
-        (Some(origin), Some(host)) => origin
-            .split_once("://")
-            .is_some_and(|(_, origin_host)| origin_host == host),
-        // Neither header: not a browser, which would have sent one of them.
-        (None, _) => true,
-        (Some(_), None) => false,
+    // Neither header: not a browser, which would have sent one of them.
+    let Some(origin) = header("origin") else {
+        return true;
+    };
+    if let Some(public) = &state.public_origin {
+        return Url::parse(origin).is_ok_and(|origin| origin.origin() == *public);
+    }
+    let addressed = forwarded::of_request(parts, &state.trusted_proxies);
+    match (origin.split_once("://"), addressed.host) {
+        (Some((scheme, origin_host)), Some(host)) => {
+            origin_host.eq_ignore_ascii_case(&host)
+                && addressed
+                    .proto
+                    .is_none_or(|proto| proto.eq_ignore_ascii_case(scheme))
+        }
+        _ => false,
     }
 }
 
@@ -236,7 +188,7 @@ impl FromRequestParts<AppState> for Caller {
             Credential::Bearer(token) => token,
             Credential::Cookie(token) => {
                 let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-                if !safe && !same_origin(parts) {
+                if !safe && !same_origin(parts, state) {
                     return Err(ApiError::forbidden(
                         "cross-site request refused: use the bearer token, or send it from the console's own origin",
                     ));
@@ -246,13 +198,13 @@ impl FromRequestParts<AppState> for Caller {
         };
         let token_hash = hash_token(&token);
         let now = Utc::now();
-        let idle_since = timestamp(now - SESSION_IDLE_TIMEOUT);
-        let session = queries::session_user(&state.db, &token_hash, &timestamp(now), &idle_since)
+        let session = queries::session_user(&state.db, &token_hash, now)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
-        if session.last_used_at < timestamp(now - LAST_USED_RESOLUTION) {
-            touch_session(&state.db, &session.session_id, now).await?;
-        }
+        state
+            .sessions
+            .used(&session.session_id, &session.last_used_at, now)
+            .await?;
         let invalid = |what: &str| ApiError::internal(format!("session row has an invalid {what}"));
         let role = Role::parse(&session.role).ok_or_else(|| invalid("role"))?;
         Ok(Self {
@@ -263,5 +215,32 @@ impl FromRequestParts<AppState> for Caller {
             session_id: session.session_id,
             token_hash,
         })
+    }
+}
+
+/// An administrator of the operator account, the one that runs the platform: they act on
+/// other accounts where the contract says so (balance adjustments). Anyone else gets 403.
+pub struct OperatorAdministrator(pub Caller);
+
+impl Deref for OperatorAdministrator {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for OperatorAdministrator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let operator = state.operator_account().await?;
+        if !caller.is_administrator() || operator != Some(caller.account_id) {
+            return Err(ApiError::forbidden(
+                "only the platform operator's administrators may do this",
+            ));
+        }
+        Ok(Self(caller))
     }
 }

@@ -1,9 +1,11 @@
 //! How refusals of the domain answer over HTTP.
 
 use switchyard_command::{
-    account::AccountError, group::GroupError, handler::CommandError, team::TeamError,
-    user::UserError,
+    account::AccountError, event_log::AppendError, group::GroupError, handler::CommandError,
+    ledger::LedgerError, team::TeamError, user::UserError,
 };
+
+use axum::http::StatusCode;
 
 use crate::error::ApiError;
 
@@ -19,6 +21,13 @@ impl<E: DomainError> From<CommandError<E>> for ApiError {
             CommandError::TooMuchContention(_) => {
                 ApiError::conflict("this is being changed concurrently; try again")
             }
+            CommandError::Read(error) | CommandError::Append(AppendError::Database(error)) => {
+                ApiError::database(&error)
+            }
+            CommandError::Append(AppendError::BatchFailed(error)) => ApiError::database(&error),
+            CommandError::Append(AppendError::KeyTakenOver) => ApiError::conflict(
+                "a retry with this Idempotency-Key took this request over; retry to get its answer",
+            ),
             other => ApiError::internal(other),
         }
     }
@@ -47,6 +56,7 @@ impl DomainError for UserError {
             UserError::Disabled => {
                 ApiError::forbidden("this user is disabled; ask an administrator")
             }
+            UserError::PasswordChanged => ApiError::invalid_credentials(),
             UserError::AlreadyRegistered
             | UserError::TotpAlreadyOn
             | UserError::TotpNotPending
@@ -60,10 +70,28 @@ impl DomainError for TeamError {
     fn into_api_error(self) -> ApiError {
         match self {
             TeamError::User(refusal) => refusal.into_api_error(),
-            TeamError::EmailTaken(_) | TeamError::LastAdministrator(_) => {
-                ApiError::conflict(self.to_string())
+            TeamError::EmailTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, "email_unavailable", self.to_string())
             }
+            TeamError::LastAdministrator(_) => ApiError::conflict(self.to_string()),
             TeamError::UnknownGroup(_) => ApiError::invalid_field("groups", self.to_string()),
+        }
+    }
+}
+
+impl DomainError for LedgerError {
+    fn into_api_error(self) -> ApiError {
+        match self {
+            LedgerError::WrongCurrency { .. } | LedgerError::ZeroAmount => {
+                ApiError::invalid_field("amount", self.to_string())
+            }
+            LedgerError::NegativeDebitLimit => {
+                ApiError::invalid_field("debit_limit", self.to_string())
+            }
+            LedgerError::InsufficientFunds { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "insufficient_funds", self.to_string())
+            }
+            LedgerError::Money(_) => ApiError::invalid_field("amount", self.to_string()),
         }
     }
 }
@@ -75,7 +103,9 @@ impl DomainError for GroupError {
             GroupError::Changed { .. } => {
                 ApiError::precondition_failed(format!("If-Match is stale: {self}"))
             }
-            GroupError::AlreadyExists => ApiError::conflict(self.to_string()),
+            GroupError::AlreadyExists | GroupError::NameTaken(_) => {
+                ApiError::conflict(self.to_string())
+            }
         }
     }
 }

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use axum::{
+    Json,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use problem_details::ProblemDetails;
 use serde::Serialize;
 use switchyard_command::domain::FieldError;
+use utoipa::ToSchema;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -21,10 +22,31 @@ pub struct ApiError {
     retry_after: Option<Duration>,
 }
 
-#[derive(Serialize)]
-struct Extensions {
+/// An error answer, `application/problem+json` (RFC 9457): as sent, and as the OpenAPI
+/// document describes it.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// `/problems/<title>`, a reference relative to the service.
+    #[serde(rename = "type")]
+    problem_type: String,
+    /// A stable code: `validation_failed`, `not_found`, `precondition_failed`, …
+    title: &'static str,
+    /// The HTTP status.
+    status: u16,
+    /// What went wrong, for people.
+    detail: String,
+    /// For validation: each invalid field, named as sent (`groups[1]`, `permissions.cdr`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<ProblemField>)]
     errors: Vec<FieldError>,
+}
+
+/// One invalid field of a validation problem.
+#[derive(ToSchema)]
+#[allow(dead_code)] // the shape of `FieldError` as serialized, for the OpenAPI document
+pub struct ProblemField {
+    field: String,
+    message: String,
 }
 
 impl ApiError {
@@ -46,6 +68,42 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After`: the service cannot answer now, and may shortly.
+    pub fn unavailable(
+        code: &'static str,
+        detail: impl Into<String>,
+        retry_after: Duration,
+    ) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+        }
+    }
+
+    /// A database error: 503 when the database is out of reach or gave up waiting (a lock
+    /// held too long, a statement that ran too long), so nothing was changed and a retry may
+    /// work; 500 otherwise.
+    pub fn database(error: &sqlx::Error) -> Self {
+        const LOCK_TIMEOUT: &str = "55P03";
+        const STATEMENT_TIMEOUT: &str = "57014";
+        let code = error.as_database_error().and_then(|e| e.code());
+        let detail = match (error, code.as_deref()) {
+            (_, Some(LOCK_TIMEOUT)) => {
+                "the database waited too long for a lock held by another session; nothing was \
+                 changed, try again"
+            }
+            (_, Some(STATEMENT_TIMEOUT)) => {
+                "the database stopped a statement that ran too long; nothing was changed, try again"
+            }
+            (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed, _) => {
+                "the database cannot be reached; try again"
+            }
+            _ => return Self::internal(error),
+        };
+        tracing::warn!(%error, "database unavailable");
+        Self::unavailable("database_unavailable", detail, Duration::from_secs(1))
+    }
+
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         Self {
@@ -64,6 +122,23 @@ impl ApiError {
         }])
     }
 
+    /// 422 for a request that is wrong as a whole rather than in a field.
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            detail,
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this path does not answer this method; the `Allow` header lists those it does",
+        )
+    }
+
     pub fn malformed(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "malformed_request", detail)
     }
@@ -76,6 +151,15 @@ impl ApiError {
         )
     }
 
+    /// A wrong email or password: the same answer for both.
+    pub fn invalid_credentials() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "the email or the password is wrong",
+        )
+    }
+
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
     }
@@ -85,6 +169,17 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             "not_found",
             format!("{what} not found"),
+        )
+    }
+
+    /// 404 for settings never set: not an error of the client's, a step still to take.
+    pub fn not_configured(what: &str, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            format!(
+                "{what} are not configured yet: set them with `PUT {path}` and `If-Match: \"0\"`"
+            ),
         )
     }
 
@@ -110,8 +205,21 @@ impl ApiError {
         )
     }
 
+    /// Adds `Retry-After` (whole seconds, at least one).
+    pub fn with_retry_after(self, wait: Duration) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..self
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    #[cfg(test)]
+    pub fn detail(&self) -> &str {
+        &self.detail
     }
 
     #[cfg(test)]
@@ -122,33 +230,32 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        Self::internal(error)
+        Self::database(&error)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let unauthenticated = self.status == StatusCode::UNAUTHORIZED;
-        let retry_after = self.retry_after;
-        let problem = ProblemDetails::new()
-            .with_type(
-                format!("/problems/{}", self.code)
-                    .parse::<axum::http::Uri>()
-                    .expect("problem codes are URI paths"),
-            )
-            .with_status(self.status)
-            .with_title(self.code)
-            .with_detail(self.detail)
-            .with_extensions(Extensions {
-                errors: self.errors,
-            });
-        let mut response = problem.into_response();
-        if unauthenticated {
+        let problem = Problem {
+            problem_type: format!("/problems/{}", self.code),
+            title: self.code,
+            status: self.status.as_u16(),
+            detail: self.detail,
+            errors: self.errors,
+        };
+        let content_type = HeaderValue::from_static("application/problem+json");
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, content_type)],
+            Json(problem),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Some(wait) = retry_after {
+        if let Some(wait) = self.retry_after {
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
             response
                 .headers_mut()

@@ -1,12 +1,11 @@
 //! Request extractors that answer bad input with problem+json naming the field.
 
-use std::net::SocketAddr;
-
 use axum::{
     body::Bytes,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, rejection::BytesRejection},
+    extract::{FromRequest, FromRequestParts, Request, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header, request::Parts},
 };
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
 use switchyard_command::{
     domain::AccountId,
@@ -14,7 +13,17 @@ use switchyard_command::{
 };
 use uuid::Uuid;
 
-use crate::{auth::Caller, error::ApiError};
+use crate::{
+    auth::Caller,
+    error::{ApiError, ApiResult},
+    forwarded,
+    state::AppState,
+    strict::{Strict, client_message},
+};
+
+/// Request bodies above this answer 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// A JSON body. Malformed JSON is 400; a wrong type, a missing or an unknown field is 422
 /// naming the field; over the body limit is 413; another content type is 415.
@@ -28,25 +37,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// A JSON body that may be left out (no body at all): then `T::default()`.
-pub struct OptionalJsonBody<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let empty = request.headers().get(header::CONTENT_TYPE).is_none()
-            && request
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .is_none_or(|length| length == "0");
-        if empty {
-            return Ok(Self(T::default()));
-        }
-        JsonBody::from_request(request, state)
-            .await
-            .map(|JsonBody(body)| Self(body))
-    }
+/// A request sent without a body: no content type, and no or a zero length.
+pub(crate) fn has_no_body(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_none()
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|length| length == "0")
 }
 
 /// The bytes of a JSON body: 415 for another content type, 413 over the limit.
@@ -67,10 +63,7 @@ pub(crate) async fn body_bytes<S: Send + Sync>(
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!(
-                    "the body is over the limit of {} bytes",
-                    crate::MAX_BODY_BYTES
-                ),
+                format!("the body is over the limit of {} bytes", MAX_BODY_BYTES),
             ),
             _ => ApiError::malformed(rejection.body_text()),
         })
@@ -88,28 +81,54 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
+/// Parses a JSON body strictly (see [`Strict`]): malformed JSON is 400; a well-formed body
+/// that does not fit `T` is 422 naming the field, in words a client understands.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let value = serde_path_to_error::deserialize(Strict(&mut deserializer)).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             return ApiError::malformed(format!("the body is not valid JSON: {inner}"));
         }
-        let message = strip_position(&inner.to_string());
-        // The path names the offending field, except for a missing one: then it names the
-        // object that lacks it, and only the message says which.
-        let field = match missing_field(&message) {
-            Some(missing) => join_path(&path, &missing),
-            None if path == "." => String::new(),
-            None => path,
-        };
-        ApiError::invalid_field(field, message)
+        misfit(&path, &strip_position(&inner.to_string()), "the body")
     })?;
     deserializer
         .end()
         .map_err(|error| ApiError::malformed(format!("the body is not valid JSON: {error}")))?;
     Ok(value)
+}
+
+/// Query parameters, parsed as strictly as bodies: a parameter that does not fit `T` (or
+/// that `T` does not know) is 422 naming it, as problem+json. Use it instead of axum's
+/// `Query`, whose rejection is a plain-text 400.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(Strict(deserializer))
+            .map(Query)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                misfit(&path, &error.into_inner().to_string(), "the query string")
+            })
+    }
+}
+
+/// A value that does not fit the shape asked for, at `path`: 422 naming the field (the
+/// whole of it, when the path is the root).
+fn misfit(path: &str, message: &str, whole: &str) -> ApiError {
+    let message = client_message(message);
+    match message.named_field {
+        Some(named) => ApiError::invalid_field(join_path(path, &named), message.text),
+        None if path == "." => ApiError::unprocessable(format!("{whole} {}", message.text)),
+        None => ApiError::invalid_field(path, message.text),
+    }
 }
 
 /// serde's messages end in " at line 1 column 42", which means nothing to a form.
@@ -120,16 +139,6 @@ fn strip_position(message: &str) -> String {
         .to_owned()
 }
 
-fn backticked(message: &str, prefix: &str) -> Option<String> {
-    let rest = message.strip_prefix(prefix)?;
-    let rest = rest.strip_prefix('`')?;
-    rest.split('`').next().map(str::to_owned)
-}
-
-fn missing_field(message: &str) -> Option<String> {
-    backticked(message, "missing field ")
-}
-
 fn join_path(path: &str, field: &str) -> String {
     if path == "." || path.is_empty() {
         field.to_owned()
@@ -138,7 +147,9 @@ fn join_path(path: &str, field: &str) -> String {
     }
 }
 
-/// Where a request came from, for event metadata and the audit log.
+/// Where a request came from, for event metadata (and so the audit log) and the login
+/// throttle: behind trusted reverse proxies, the client they forwarded (see
+/// [`crate::forwarded`], which the CSRF check reads too).
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub request_id: Option<String>,
@@ -162,17 +173,26 @@ impl RequestContext {
 
     /// Metadata of a command an authenticated caller runs.
     pub fn metadata_for(&self, caller: &Caller) -> Metadata {
+        self.metadata_on_behalf(caller, caller.account_id)
+    }
+
+    /// Metadata of a command an authenticated caller runs on another account's streams (the
+    /// operator adjusting a balance): it belongs to, and is audited in, `account_id`.
+    pub fn metadata_on_behalf(&self, caller: &Caller, account_id: AccountId) -> Metadata {
         Metadata {
             session_id: Some(caller.session_id.clone()),
-            ..self.metadata(caller.account_id, caller.actor())
+            ..self.metadata(account_id, caller.actor())
         }
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+impl FromRequestParts<AppState> for RequestContext {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = |name: &str| {
             parts
                 .headers
@@ -180,19 +200,26 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(512).collect::<String>())
         };
+        let client = forwarded::of_request(parts, &state.trusted_proxies).client;
         Ok(Self {
-            request_id: header(crate::REQUEST_ID_HEADER),
+            request_id: header(REQUEST_ID_HEADER),
             user_agent: header(header::USER_AGENT.as_str()),
-            client_ip: parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+            client_ip: client.map(|ip| ip.to_string()),
         })
     }
 }
 
 /// The `If-Match` precondition: `None` when absent or `*`, else the version it names.
+/// Operations that take it name it in `params(IfMatch)`, so the document shows it (and 412).
 pub struct IfMatch(pub Option<i64>);
+
+impl utoipa::IntoParams for IfMatch {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![crate::openapi::if_match_parameter()]
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     type Rejection = ApiError;
@@ -213,6 +240,19 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
                 ))
             })
     }
+}
+
+/// An RFC 3339 time from a query string, as stored (UTC, microseconds); 422 naming `field`.
+pub fn query_time(field: &str, raw: Option<String>) -> ApiResult<Option<String>> {
+    raw.map(|raw| {
+        DateTime::parse_from_rfc3339(&raw)
+            .map(|at| {
+                at.with_timezone(&Utc)
+                    .to_rfc3339_opts(SecondsFormat::Micros, true)
+            })
+            .map_err(|_| ApiError::invalid_field(field, format!("{raw:?} is not an RFC 3339 time")))
+    })
+    .transpose()
 }
 
 #[cfg(test)]
@@ -256,5 +296,12 @@ mod tests {
             assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY, "{json}");
             assert_eq!(error.fields(), vec![field], "{json}");
         }
+    }
+
+    #[test]
+    fn an_array_is_no_body_even_when_its_items_would_fill_the_fields() {
+        let error = rejected(r#"["a", 1]"#);
+        assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error.detail(), "the body must be an object, not an array");
     }
 }

@@ -1,33 +1,36 @@
-//! `Idempotency-Key` on POSTs that create: the same key with the same request answers the
-//! first response again, without running the command twice; with another request, 422.
+//! `Idempotency-Key` on POSTs that create or send: the same key with the same request answers
+//! the first response again, without running the command twice; with another request, 422.
 //!
-//! Only a success is remembered. An error releases the key, so the client can correct the
-//! request and retry under the same key. While the first request runs, a second one with
-//! its key gets 409; a key left unfinished by a crash is taken over after a minute.
+//! The request's command stores its answer under the key in the same append as its events
+//! (`switchyard_command::idempotency`): a client that gives up after the command committed,
+//! or a process that dies then, leaves the answer behind, never a command without one. Only
+//! a success is remembered. An error releases the key, so the client can correct the request
+//! and retry under the same key. While the first request runs, a second one with its key gets
+//! 409 with `Retry-After`; a key left unfinished by a crash is taken over after a minute, and
+//! the request it was taken from can then no longer append.
+
+use std::time::Duration;
 
 use axum::{
-    body::{Bytes, to_bytes},
+    body::Bytes,
     extract::{FromRequest, FromRequestParts, Request},
-    http::{HeaderValue, StatusCode, header, request::Parts},
+    http::{Method, request::Parts},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-use switchyard_command::{Database, domain::AccountId};
-
-use crate::{
-    MAX_BODY_BYTES,
-    error::{ApiError, ApiResult},
-    extract::{body_bytes, parse_json},
+use switchyard_command::{
+    domain::AccountId,
+    idempotency::{Claim, IdempotencyKeys, KeyClaim},
 };
 
-pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
-/// How long a key is remembered.
-pub const KEY_LIFETIME: Duration = Duration::hours(24);
-/// A key whose request has not finished after this long was abandoned (the process died).
-const ABANDONED_AFTER: Duration = Duration::minutes(1);
+use crate::{
+    answer::Answer,
+    error::{ApiError, ApiResult},
+    extract::{body_bytes, has_no_body, parse_json},
+};
+
+const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// The client's `Idempotency-Key`, if it sent one.
 pub struct IdempotencyKey(Option<String>);
@@ -85,183 +88,91 @@ pub struct DigestedJson<T> {
 /// SHA-256 of a request's method, path and body.
 pub struct RequestDigest(String);
 
+impl RequestDigest {
+    fn of(method: &Method, path: &str, body: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(method.as_str());
+        hasher.update(b" ");
+        hasher.update(path);
+        hasher.update(b"\n");
+        hasher.update(body);
+        Self(hex::encode(hasher.finalize()))
+    }
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for DigestedJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let mut hasher = Sha256::new();
-        hasher.update(request.method().as_str());
-        hasher.update(b" ");
-        hasher.update(request.uri().path());
-        hasher.update(b"\n");
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         let bytes: Bytes = body_bytes(request, state).await?;
-        hasher.update(&bytes);
         Ok(Self {
             body: parse_json(&bytes)?,
-            digest: RequestDigest(hex::encode(hasher.finalize())),
+            digest: RequestDigest::of(&method, &path, &bytes),
         })
     }
 }
 
-fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+/// A JSON body that may be left out (no body at all: then `T::default()`), with a digest of
+/// the request it came in.
+pub struct DigestedOptionalJson<T> {
+    pub body: T,
+    pub digest: RequestDigest,
 }
 
-/// What the key stands for.
-enum Claim {
-    /// Ours now: run the request.
-    Fresh,
-    Finished {
-        digest: String,
-        status: u16,
-        etag: Option<String>,
-        body: String,
-    },
-    Running,
-}
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for DigestedOptionalJson<T> {
+    type Rejection = ApiError;
 
-async fn claim(
-    db: &Database,
-    account: AccountId,
-    key: &str,
-    digest: &str,
-) -> Result<Claim, sqlx::Error> {
-    let now = Utc::now();
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (account_id, key, request_digest, created_at) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, key) DO NOTHING",
-    )
-    .bind(account.to_string())
-    .bind(key)
-    .bind(digest)
-    .bind(timestamp(now))
-    .execute(&db.pool)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        return Ok(Claim::Fresh);
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if has_no_body(request.headers()) {
+            return Ok(Self {
+                body: T::default(),
+                digest: RequestDigest::of(request.method(), request.uri().path(), b""),
+            });
+        }
+        let DigestedJson { body, digest } = DigestedJson::from_request(request, state).await?;
+        Ok(Self { body, digest })
     }
-    let taken_over = sqlx::query(
-        "UPDATE idempotency_keys SET request_digest = $1, created_at = $2 \
-         WHERE account_id = $3 AND key = $4 AND status IS NULL AND created_at < $5",
-    )
-    .bind(digest)
-    .bind(timestamp(now))
-    .bind(account.to_string())
-    .bind(key)
-    .bind(timestamp(now - ABANDONED_AFTER))
-    .execute(&db.pool)
-    .await?;
-    if taken_over.rows_affected() == 1 {
-        return Ok(Claim::Fresh);
-    }
-    let row = sqlx::query(
-        "SELECT request_digest, status, etag, body FROM idempotency_keys \
-         WHERE account_id = $1 AND key = $2",
-    )
-    .bind(account.to_string())
-    .bind(key)
-    .fetch_one(&db.pool)
-    .await?;
-    Ok(match row.try_get::<Option<i64>, _>(1)? {
-        None => Claim::Running,
-        Some(status) => Claim::Finished {
-            digest: row.try_get(0)?,
-            status: u16::try_from(status).unwrap_or(500),
-            etag: row.try_get(2)?,
-            body: row.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
-        },
-    })
 }
 
-async fn release(db: &Database, account: AccountId, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2")
-        .bind(account.to_string())
-        .bind(key)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
-}
+/// How long a client told "still running" should wait before it asks again.
+const STILL_RUNNING_RETRY: Duration = Duration::from_secs(1);
 
-async fn remember(
-    db: &Database,
-    account: AccountId,
-    key: &str,
-    status: StatusCode,
-    etag: Option<&str>,
-    body: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET status = $1, etag = $2, body = $3 \
-         WHERE account_id = $4 AND key = $5",
-    )
-    .bind(i64::from(status.as_u16()))
-    .bind(etag)
-    .bind(body)
-    .bind(account.to_string())
-    .bind(key)
-    .execute(&db.pool)
-    .await?;
-    Ok(())
-}
-
-fn replay(status: u16, etag: Option<String>, body: String) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-    if let Some(etag) = etag.and_then(|etag| HeaderValue::from_str(&etag).ok()) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    response
-}
-
-/// Runs `request` at most once per key and account; see the module documentation.
-pub async fn once(
-    db: &Database,
+/// Runs `request` at most once per key and account; see the module documentation. The
+/// request gets the key's claim, if the client sent a key, to run its command with.
+pub async fn once<Run>(
+    keys: &IdempotencyKeys,
     account: AccountId,
     IdempotencyKey(key): IdempotencyKey,
     RequestDigest(digest): RequestDigest,
-    request: impl Future<Output = ApiResult<Response>>,
-) -> ApiResult<Response> {
+    request: impl FnOnce(Option<KeyClaim>) -> Run,
+) -> ApiResult<Response>
+where
+    Run: Future<Output = ApiResult<Answer>>,
+{
     let Some(key) = key else {
-        return request.await;
+        return Ok(request(None).await?.into_response());
     };
-    match claim(db, account, &key, &digest).await? {
+    match keys.claim(account, &key, &digest).await? {
         Claim::Finished { digest: first, .. } if first != digest => Err(ApiError::invalid_field(
             "Idempotency-Key",
             "was used before with another request; use a new key for a new request",
         )),
-        Claim::Finished {
-            status, etag, body, ..
-        } => Ok(replay(status, etag, body)),
+        Claim::Finished { answer, .. } => Ok(Answer::from(answer).into_response()),
         Claim::Running => Err(ApiError::conflict(
             "a request with this Idempotency-Key is still running; retry in a moment",
-        )),
-        Claim::Fresh => match request.await {
-            Ok(response) if response.status().is_success() => {
-                let (parts, answer) = response.into_parts();
-                let bytes = to_bytes(answer, MAX_BODY_BYTES * 16)
-                    .await
-                    .map_err(ApiError::internal)?;
-                let text = String::from_utf8_lossy(&bytes);
-                let etag = parts
-                    .headers
-                    .get(header::ETAG)
-                    .and_then(|v| v.to_str().ok());
-                remember(db, account, &key, parts.status, etag, &text).await?;
-                Ok(Response::from_parts(parts, bytes.into()))
+        )
+        .with_retry_after(STILL_RUNNING_RETRY)),
+        Claim::Fresh(claim) => match request(Some(claim.clone())).await {
+            Ok(answer) => {
+                // A no-op if the command's append kept the answer already.
+                keys.settle(&claim, &answer.stored()).await?;
+                Ok(answer.into_response())
             }
-            answer => {
-                release(db, account, &key).await?;
-                answer
+            Err(error) => {
+                keys.release(&claim).await?;
+                Err(error)
             }
         },
     }
-}
-
-/// Forgets keys older than [`KEY_LIFETIME`]; answers how many.
-pub async fn prune(db: &Database, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-        .bind(timestamp(now - KEY_LIFETIME))
-        .execute(&db.pool)
-        .await?;
-    Ok(deleted.rows_affected())
 }

@@ -1,20 +1,20 @@
 //! Sending one SMS through the account's gateway (`twilio` or `http`, see API.md "SMTP and
 //! SMS"). The "Test Mobile" job and later notifications use this same path, and record the
-//! returned [`SmsDelivery`] on the job: the gateway's status, its answer, and what went wrong
-//! in words a user can act on.
+//! returned [`SmsDelivery`] on the job: the gateway's status line, an excerpt of its answer,
+//! and what went wrong in words a user can act on. Requests go through the outbound policy's
+//! HTTP client ([`TenantHttp`]): only to allowed addresses, never following a redirect.
 
-use std::time::Duration;
+use std::{error::Error as _, time::Duration};
 
-use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-/// How much of the gateway's answer is kept: enough to show its error, small enough to store
-/// on a job, and a gateway cannot fill our memory.
-const RECORDED_BODY_LIMIT: usize = 4096;
-/// How much of a non-Twilio answer goes into the error message (the whole answer is in
-/// [`SmsDelivery::body`]).
-const MESSAGE_DETAIL_LIMIT: usize = 200;
+use crate::outbound::{OutboundError, TenantHttp, excerpt};
+
+/// How much of the gateway's answer is read: enough for Twilio's error, and a gateway cannot
+/// fill our memory. Only an [`excerpt`] of it is recorded.
+const READ_BODY_LIMIT: usize = 4096;
 
 /// An account's SMS gateway, with its API key decrypted. `Debug` shows the key as redacted.
 #[derive(Debug, Clone)]
@@ -43,8 +43,8 @@ pub enum SmsSettings {
 pub struct SmsDelivery {
     /// The gateway's HTTP status; `None` when it never answered.
     pub status: Option<u16>,
-    /// The start of the gateway's answer (at most 4 KiB); `None` when it never answered.
-    pub body: Option<String>,
+    /// An [`excerpt`] of the gateway's answer; `None` when it never answered.
+    pub excerpt: Option<String>,
     /// The gateway's message id when it accepted the message and names one (Twilio's `sid`).
     pub outcome: Result<Option<String>, SmsError>,
 }
@@ -66,8 +66,8 @@ pub enum SmsFailure {
     Unreachable,
     /// No answer within the timeout. The gateway may still have sent the message.
     Timeout,
-    /// The gateway refused this message (4xx other than 401, 403 and 429, or an unfollowed
-    /// redirect): sending it again gets the same answer.
+    /// The gateway refused this message (4xx other than 401, 403 and 429), or redirected it
+    /// (3xx, never followed): sending it again gets the same answer.
     Rejected { status: u16 },
     /// 401 or 403: the credentials are wrong or not allowed to send.
     Unauthorized,
@@ -78,6 +78,9 @@ pub enum SmsFailure {
     /// The settings cannot form a request (the base URL is not an http(s) URL, or the key
     /// cannot be sent in a header).
     InvalidSettings,
+    /// The base URL's host is, or resolves only to, addresses the service may not connect to
+    /// (private, loopback, link-local, …): nothing was sent.
+    AddressNotAllowed,
 }
 
 impl SmsFailure {
@@ -87,7 +90,10 @@ impl SmsFailure {
             Self::Unreachable | Self::Timeout | Self::RateLimited | Self::ProviderError { .. } => {
                 true
             }
-            Self::Rejected { .. } | Self::Unauthorized | Self::InvalidSettings => false,
+            Self::Rejected { .. }
+            | Self::Unauthorized
+            | Self::InvalidSettings
+            | Self::AddressNotAllowed => false,
         }
     }
 }
@@ -101,21 +107,20 @@ impl SmsError {
 /// Sends `text` to `to` through the gateway, giving up after `timeout` (connecting, sending
 /// and reading the answer together). Never fails: every outcome is a delivery to record.
 pub async fn send(
-    client: &Client,
+    http: &TenantHttp,
     settings: &SmsSettings,
     to: &str,
     text: &str,
     timeout: Duration,
 ) -> SmsDelivery {
-    let delivery = match request(client, settings, to, text) {
+    match request(http, settings, to, text) {
         Ok((url, request)) => deliver(settings, &url, request, timeout).await,
         Err(error) => SmsDelivery::unanswered(error),
-    };
-    delivery.redacting(settings.api_key().expose_secret())
+    }
 }
 
 fn request(
-    client: &Client,
+    http: &TenantHttp,
     settings: &SmsSettings,
     to: &str,
     text: &str,
@@ -128,8 +133,7 @@ fn request(
             api_key,
         } => {
             let url = twilio_messages_url(base_url, account_sid)?;
-            let request = client
-                .post(url.clone())
+            let request = post(http, settings, &url)?
                 .basic_auth(account_sid, Some(api_key.expose_secret()))
                 .form(&[("From", from_number.as_str()), ("To", to), ("Body", text)]);
             Ok((url, request))
@@ -141,7 +145,7 @@ fn request(
             api_key,
         } => {
             let url = parse_base_url(base_url)?;
-            let request = client.post(url.clone()).json(&serde_json::json!({
+            let request = post(http, settings, &url)?.json(&serde_json::json!({
                 "from": from_number,
                 "to": to,
                 "text": text,
@@ -153,6 +157,11 @@ fn request(
             Ok((url, request))
         }
     }
+}
+
+fn post(http: &TenantHttp, settings: &SmsSettings, url: &Url) -> Result<RequestBuilder, SmsError> {
+    http.request(Method::POST, url.clone())
+        .map_err(|refused| not_allowed(settings, url, &refused))
 }
 
 /// `{base_url}/2010-04-01/Accounts/{account_sid}/Messages.json`, with or without a trailing
@@ -194,7 +203,7 @@ async fn deliver(
         }
     };
     let status = response.status();
-    let body = read_recorded_body(response).await;
+    let body = without_key(read_body_start(response).await, settings.api_key());
     // The status alone decides: a gateway that accepted the message and then stalled or
     // garbled its answer has still accepted it, and sending again would send it twice.
     let outcome = if status.is_success() {
@@ -204,21 +213,30 @@ async fn deliver(
     };
     SmsDelivery {
         status: Some(status.as_u16()),
-        body: Some(body),
+        excerpt: Some(excerpt(&body)),
         outcome,
     }
 }
 
-/// The first `RECORDED_BODY_LIMIT` bytes of the answer, or as much as arrived before an error.
-async fn read_recorded_body(mut response: Response) -> String {
+/// The answer without the API key, should a gateway echo it back: the answer is the only
+/// thing recorded that the key could reach.
+fn without_key(body: String, api_key: &SecretString) -> String {
+    match api_key.expose_secret() {
+        "" => body,
+        key => body.replace(key, "***"),
+    }
+}
+
+/// The first `READ_BODY_LIMIT` bytes of the answer, or as much as arrived before an error.
+async fn read_body_start(mut response: Response) -> String {
     let mut bytes = Vec::new();
-    while bytes.len() < RECORDED_BODY_LIMIT {
+    while bytes.len() < READ_BODY_LIMIT {
         match response.chunk().await {
             Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
             Ok(None) | Err(_) => break,
         }
     }
-    bytes.truncate(RECORDED_BODY_LIMIT);
+    bytes.truncate(READ_BODY_LIMIT);
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -231,6 +249,9 @@ fn transport_failure(
     let gateway = settings.gateway_name();
     // The origin only: a base URL may carry credentials in its user info.
     let origin = url.origin().ascii_serialization();
+    if let Some(refused) = outbound_refusal(error) {
+        return not_allowed(settings, url, refused);
+    }
     let cause = root_cause(error);
     if error.is_timeout() {
         SmsError {
@@ -258,6 +279,26 @@ fn transport_failure(
     }
 }
 
+/// The outbound policy's refusal, when that is why no connection was made (reqwest wraps
+/// what its resolver answered).
+fn outbound_refusal(error: &reqwest::Error) -> Option<&OutboundError> {
+    std::iter::successors(error.source(), |&cause| cause.source())
+        .find_map(|cause| cause.downcast_ref::<OutboundError>())
+        .filter(|refusal| matches!(refusal, OutboundError::NotAllowed { .. }))
+}
+
+fn not_allowed(settings: &SmsSettings, url: &Url, refusal: &OutboundError) -> SmsError {
+    let gateway = settings.gateway_name();
+    let origin = url.origin().ascii_serialization();
+    SmsError {
+        kind: SmsFailure::AddressNotAllowed,
+        message: format!(
+            "{gateway} at {origin} was not contacted ({refusal}): give the gateway's public \
+             address, or ask the operator to allow the range"
+        ),
+    }
+}
+
 /// The innermost error ("Connection refused (os error 111)", "invalid peer certificate: …"):
 /// the part that says what to fix; reqwest's own wording repeats the full URL.
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
@@ -275,6 +316,11 @@ fn refusal(settings: &SmsSettings, status: StatusCode, body: &str) -> SmsError {
             SmsFailure::Unauthorized,
             "refused the credentials",
             settings.credentials_hint(),
+        ),
+        300..=399 => (
+            SmsFailure::Rejected { status: code },
+            "answered with a redirect, which is not followed",
+            "set the base URL to the address the gateway documents",
         ),
         404 => (
             SmsFailure::Rejected { status: code },
@@ -356,7 +402,7 @@ impl SmsSettings {
     }
 
     /// The id the gateway gave an accepted message. Generic gateways answer in their own
-    /// shapes, so only Twilio's is read; their whole answer is recorded anyway.
+    /// shapes, so only Twilio's is read; an excerpt of their answer is recorded anyway.
     fn message_id(&self, body: &str) -> Option<String> {
         match self {
             Self::Twilio { .. } => serde_json::from_str::<TwilioMessage>(body)
@@ -372,10 +418,9 @@ impl SmsSettings {
         if let Self::Twilio { .. } = self
             && let Ok(error) = serde_json::from_str::<TwilioError>(body)
         {
-            return Some(error.describe());
+            return Some(excerpt(&error.describe()));
         }
-        let excerpt: String = body.trim().chars().take(MESSAGE_DETAIL_LIMIT).collect();
-        (!excerpt.is_empty()).then_some(excerpt)
+        Some(excerpt(body)).filter(|shown| !shown.is_empty())
     }
 }
 
@@ -383,22 +428,28 @@ impl SmsDelivery {
     fn unanswered(error: SmsError) -> Self {
         Self {
             status: None,
-            body: None,
+            excerpt: None,
             outcome: Err(error),
         }
     }
 
-    /// Removes the API key from what is recorded, should a gateway echo it back.
-    fn redacting(mut self, api_key: &str) -> Self {
-        if api_key.is_empty() {
-            return self;
+    /// What the job's stage shows: the status line and the excerpt ("HTTP 201 Created: {…}"),
+    /// or why there was no answer.
+    pub fn detail(&self) -> String {
+        let status_line = self.status.map(|code| {
+            let reason = StatusCode::from_u16(code)
+                .ok()
+                .and_then(|status| status.canonical_reason());
+            match reason {
+                Some(reason) => format!("HTTP {code} {reason}"),
+                None => format!("HTTP {code}"),
+            }
+        });
+        match (status_line, self.excerpt.as_deref(), &self.outcome) {
+            (Some(line), Some(shown), _) if !shown.is_empty() => format!("{line}: {shown}"),
+            (Some(line), _, _) => line,
+            (None, _, Err(error)) => error.message.clone(),
+            (None, _, Ok(_)) => "accepted".into(),
         }
-        if let Some(body) = &mut self.body {
-            *body = body.replace(api_key, "***");
-        }
-        if let Err(error) = &mut self.outcome {
-            error.message = error.message.replace(api_key, "***");
-        }
-        self
     }
 }

@@ -37,7 +37,7 @@ impl From<CountryCode> for String {
 }
 
 /// ISO 4217 currency code; knows its minor-unit exponent (JPY 0, USD 2, BHD 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CurrencyCode(iso_currency::Currency);
 
@@ -60,6 +60,12 @@ impl CurrencyCode {
 
     pub fn minor_unit_exponent(&self) -> u16 {
         self.0.exponent().unwrap_or(0)
+    }
+
+    /// The exponent of its minor unit, or `None` for what ISO 4217 gives none (gold, the
+    /// special drawing right, "no currency"): no money is held in those.
+    pub fn money_exponent(&self) -> Option<u16> {
+        self.0.exponent()
     }
 }
 

@@ -4,14 +4,20 @@
 mod contact;
 mod ids;
 mod locale;
+mod money;
 mod network;
+mod outbound;
 mod password_policy;
 mod text;
 
 pub use contact::{EmailAddress, PhoneNumber};
 pub use ids::{AccountId, GroupId, UserId};
 pub use locale::{CountryCode, CurrencyCode, DateFormat};
+pub use money::{Money, MoneyError, Percent};
 pub use network::{BaseUrl, Hostname, Port};
+pub use outbound::{
+    AddressRefused, AllowList, Carrier, OutboundPolicy, REFUSED_RANGES, ReservedRange, carried_ipv4,
+};
 pub use password_policy::NewPassword;
 pub use text::Text;
 

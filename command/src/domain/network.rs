@@ -48,6 +48,11 @@ impl Hostname {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The address, when the host is given as one rather than as a name.
+    pub fn literal_ip(&self) -> Option<IpAddr> {
+        self.0.parse().ok()
+    }
 }
 
 /// A TCP port, 1 to 65535.
@@ -92,6 +97,16 @@ impl BaseUrl {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The host's address, when the URL gives one rather than a name (in any of the forms a
+    /// URL parser reads as an address, such as `http://2130706433/`).
+    pub fn literal_ip(&self) -> Option<IpAddr> {
+        match url::Url::parse(&self.0).ok()?.host()? {
+            url::Host::Ipv4(address) => Some(IpAddr::V4(address)),
+            url::Host::Ipv6(address) => Some(IpAddr::V6(address)),
+            url::Host::Domain(_) => None,
+        }
     }
 }
 
@@ -146,5 +161,27 @@ mod tests {
         assert!(BaseUrl::parse("ftp://example.com").is_err());
         assert!(BaseUrl::parse("https://user:pw@example.com").is_err());
         assert!(BaseUrl::parse("example.com").is_err());
+    }
+
+    #[test]
+    fn literal_addresses_are_told_apart_from_names() {
+        let ip = |raw: &str| Hostname::parse(raw).unwrap().literal_ip();
+        assert_eq!(
+            ip("[::ffff:127.0.0.1]"),
+            Some("::ffff:127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(ip("10.0.0.1"), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(ip("smtp.example.com"), None);
+        let url_ip = |raw: &str| BaseUrl::parse(raw).unwrap().literal_ip();
+        assert_eq!(
+            url_ip("http://169.254.169.254/latest"),
+            Some("169.254.169.254".parse().unwrap())
+        );
+        assert_eq!(
+            url_ip("http://2130706433:8080/sms"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(url_ip("https://[::1]/"), Some("::1".parse().unwrap()));
+        assert_eq!(url_ip("https://api.twilio.com"), None);
     }
 }

@@ -16,10 +16,20 @@ pub use types::{
     Actor, AppendError, Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamWrite,
 };
 pub use upcast::current_schema_version;
+pub use writer::POSTGRES_APPEND_LOCK;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::Database;
+use crate::{Database, idempotency::Completion};
+
+/// An append the writer has queued; its outcome comes when its batch commits.
+pub struct QueuedAppend(oneshot::Receiver<Result<Appended, AppendError>>);
+
+impl QueuedAppend {
+    pub async fn outcome(self) -> Result<Appended, AppendError> {
+        self.0.await.map_err(|_| AppendError::Closed)?
+    }
+}
 
 /// Handle to the event log; cheap to clone. Appends go through one group-commit writer task
 /// per process; reads go straight to the pool.
@@ -57,16 +67,53 @@ impl EventLog {
         writes: Vec<StreamWrite>,
         metadata: Metadata,
     ) -> Result<Appended, AppendError> {
+        self.enqueue(writes, metadata).await?.outcome().await
+    }
+
+    /// [`Self::append`], storing `completion`'s answer under its idempotency key in the same
+    /// transaction; if the key is no longer its request's, nothing is written
+    /// ([`AppendError::KeyTakenOver`]).
+    pub(crate) async fn append_completing(
+        &self,
+        writes: Vec<StreamWrite>,
+        metadata: Metadata,
+        completion: Option<Completion>,
+    ) -> Result<Appended, AppendError> {
+        self.enqueue_completing(writes, metadata, completion)
+            .await?
+            .outcome()
+            .await
+    }
+
+    /// Hands an append to the writer and answers once it is queued, before it is stored.
+    /// Appends are stored (or refused) in the order they are queued, so one queued after
+    /// another may expect the versions that one leaves ([`ExpectedVersion::After`]).
+    pub async fn enqueue(
+        &self,
+        writes: Vec<StreamWrite>,
+        metadata: Metadata,
+    ) -> Result<QueuedAppend, AppendError> {
+        self.enqueue_completing(writes, metadata, None).await
+    }
+
+    /// [`Self::enqueue`], with `completion` stored in the append's transaction.
+    pub(crate) async fn enqueue_completing(
+        &self,
+        writes: Vec<StreamWrite>,
+        metadata: Metadata,
+        completion: Option<Completion>,
+    ) -> Result<QueuedAppend, AppendError> {
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(writer::Pending {
                 writes,
                 metadata,
+                completion,
                 reply,
             })
             .await
             .map_err(|_| AppendError::Closed)?;
-        answer.await.map_err(|_| AppendError::Closed)?
+        Ok(QueuedAppend(answer))
     }
 
     /// Every event of one stream, in version order, upcast to the current schema.

@@ -60,20 +60,23 @@ pub(super) async fn read_stream_after(
     rows.iter().map(decode_row).collect()
 }
 
-/// The events of one stream up to and including `position`: the stream as it stood when the
-/// event at `position` was recorded (a job decides from the state its event saw).
+/// The events of one stream after `version`, up to and including log `position`: the
+/// stream as it stood when the event at `position` was recorded (a job decides from the
+/// state its event saw).
 pub async fn read_stream_until<'e>(
     executor: impl AnyExecutor<'e>,
     backend: Backend,
     stream_id: &str,
+    version: i64,
     position: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
     let sql = for_backend!(
         backend,
-        "WHERE stream_id = $1 AND global_position <= $2 ORDER BY version"
+        "WHERE stream_id = $1 AND version > $2 AND global_position <= $3 ORDER BY version"
     );
     let rows = sqlx::query(sql)
         .bind(stream_id)
+        .bind(version)
         .bind(position)
         .fetch_all(executor)
         .await?;
@@ -179,29 +182,47 @@ pub(super) async fn find_event_ids<'e>(
         .collect()
 }
 
-/// The current version of each of the given streams that exists: one index probe per
-/// stream for its last version, rather than a scan of its history.
-pub(super) async fn stream_versions<'e>(
+/// Where a stream stands: its last version and the id of the event there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct StreamHead {
+    pub version: i64,
+    pub last_event_id: Option<Uuid>,
+}
+
+/// The head of each of the given streams that exists: one index probe per stream for its
+/// last event, rather than a scan of its history.
+pub(super) async fn stream_heads<'e>(
     executor: impl AnyExecutor<'e>,
     backend: Backend,
     stream_ids: &[&str],
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
+) -> Result<Vec<(String, StreamHead)>, sqlx::Error> {
+    let event_id = match backend {
+        Backend::Sqlite => "e.event_id",
+        Backend::Postgres => "e.event_id::text",
+    };
     let sql = format!(
-        "SELECT s.column1, (SELECT MAX(version) FROM events WHERE stream_id = s.column1) \
-         FROM (VALUES {}) AS s",
+        "SELECT s.column1, e.version, {event_id} FROM (VALUES {}) AS s \
+         JOIN events e ON e.stream_id = s.column1 \
+         AND e.version = (SELECT MAX(version) FROM events WHERE stream_id = s.column1)",
         backend.values_clause(stream_ids.len(), &[""])
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in stream_ids {
         query = query.bind(*id);
     }
-    let mut versions = Vec::with_capacity(stream_ids.len());
+    let mut heads = Vec::with_capacity(stream_ids.len());
     for row in query.fetch_all(executor).await? {
-        if let Some(version) = row.try_get::<Option<i64>, _>(1)? {
-            versions.push((row.try_get(0)?, version));
-        }
+        let last_event_id = row
+            .try_get::<&str, _>(2)?
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let head = StreamHead {
+            version: row.try_get(1)?,
+            last_event_id: Some(last_event_id),
+        };
+        heads.push((row.try_get(0)?, head));
     }
-    Ok(versions)
+    Ok(heads)
 }
 
 pub(super) async fn head_position(db: &Database) -> Result<i64, sqlx::Error> {

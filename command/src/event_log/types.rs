@@ -12,13 +12,30 @@ pub enum ExpectedVersion {
     NoStream,
     /// The stream's last version must be exactly this.
     Exact(i64),
+    /// The stream's last event must be `event_id`, at `version`: for an append decided on
+    /// the state another append leaves while that one is still in flight. If that one
+    /// fails, this one must too, even when other events have brought the stream to the
+    /// same version meanwhile.
+    After { version: i64, event_id: Uuid },
 }
 
 impl ExpectedVersion {
     pub fn as_version(self) -> i64 {
         match self {
             Self::NoStream => 0,
-            Self::Exact(version) => version,
+            Self::Exact(version) | Self::After { version, .. } => version,
+        }
+    }
+
+    /// Whether a stream whose last event is `last_event_id`, at `version`, meets this.
+    pub fn holds(self, version: i64, last_event_id: Option<Uuid>) -> bool {
+        match self {
+            Self::NoStream => version == 0,
+            Self::Exact(expected) => version == expected,
+            Self::After {
+                version: expected,
+                event_id,
+            } => version == expected && last_event_id == Some(event_id),
         }
     }
 }
@@ -126,6 +143,14 @@ pub enum AppendError {
     Empty,
     #[error("event log database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The batch this append was committed with failed for all of them (a lock or
+    /// statement timeout, a lost connection): nothing of it was stored.
+    #[error("event log database error: {0}")]
+    BatchFailed(std::sync::Arc<sqlx::Error>),
     #[error("event log writer has stopped")]
     Closed,
+    /// The append carried out a request whose idempotency key a retry has taken over (the
+    /// request was presumed abandoned): nothing was written; the retry runs instead.
+    #[error("the request's idempotency key was taken over by a retry")]
+    KeyTakenOver,
 }

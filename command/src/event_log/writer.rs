@@ -14,7 +14,7 @@
 //!   acquisition per batch, not per append. Proven by the concurrent test in
 //!   `tests/event_log.rs`.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{SecondsFormat, Utc};
 use sqlx::{Any, Row, Transaction};
@@ -22,9 +22,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     AppendError, Appended, Metadata, StreamWrite,
-    reader::{find_event_ids, stream_versions},
+    reader::{StreamHead, find_event_ids, stream_heads},
 };
-use crate::{Backend, Database, db::MAX_PARAMETERS};
+use crate::{
+    Backend, Database,
+    db::MAX_PARAMETERS,
+    idempotency::{self, Completion},
+};
 
 pub(super) const QUEUE_CAPACITY: usize = 8192;
 /// Appends committed together at most; bounds a batch's transaction time.
@@ -32,11 +36,13 @@ const MAX_BATCH: usize = 512;
 /// Rows per INSERT statement (9 parameters each).
 const ROWS_PER_INSERT: usize = MAX_PARAMETERS / 9;
 /// Advisory lock key that serialises event-log writers on PostgreSQL ("SWITCHYD").
-const POSTGRES_APPEND_LOCK: i64 = 0x5357_4954_4348_5944;
+pub const POSTGRES_APPEND_LOCK: i64 = 0x5357_4954_4348_5944;
 
 pub(super) struct Pending {
     pub writes: Vec<StreamWrite>,
     pub metadata: Metadata,
+    /// The answer to store under the idempotency key of the request the append carries out.
+    pub completion: Option<Completion>,
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
@@ -53,6 +59,13 @@ pub(super) async fn run(
         let outcomes = match commit(&db, &pending).await {
             Ok(outcomes) => outcomes,
             Err(error) if pending.len() == 1 => vec![Err(AppendError::Database(error))],
+            // A lock or statement timeout, a lost connection: every append would meet it again.
+            Err(error) if !one_append_may_cause(&error) => {
+                tracing::warn!(%error, appends = pending.len(), "batch append failed");
+                let error = Arc::new(error);
+                let failed = || Err(AppendError::BatchFailed(error.clone()));
+                (0..pending.len()).map(|_| failed()).collect()
+            }
             Err(error) => {
                 // One bad append must not fail its neighbours: try each alone.
                 tracing::warn!(%error, appends = pending.len(), "batch append failed, retrying one by one");
@@ -82,6 +95,15 @@ pub(super) async fn run(
     }
 }
 
+/// Whether `error` may come from one append's content (a constraint it breaks, a value the
+/// database refuses), so that the batch's other appends may still go in alone.
+fn one_append_may_cause(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| {
+        !matches!(e.kind(), sqlx::error::ErrorKind::Other)
+            || e.code().is_some_and(|code| code.starts_with("22"))
+    })
+}
+
 /// A row to insert and the append it belongs to.
 struct EventRow {
     append: usize,
@@ -105,23 +127,27 @@ async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::
         ids.dedup();
         ids
     };
-    let mut versions: HashMap<String, i64> = HashMap::new();
+    let mut heads: HashMap<String, StreamHead> = HashMap::new();
     for chunk in stream_ids.chunks(ROWS_PER_INSERT) {
-        versions.extend(stream_versions(&mut *tx, db.backend, chunk).await?);
+        heads.extend(stream_heads(&mut *tx, db.backend, chunk).await?);
     }
 
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
     let mut rows = Vec::new();
     for (index, pending) in batch.iter().enumerate() {
-        outcomes.push(
-            plan(index, pending, &mut versions).map(|(new_rows, stream_versions)| {
-                rows.extend(new_rows);
-                Appended {
+        let outcome = match plan(index, pending, &heads) {
+            Ok(planned) if completes(&mut tx, pending).await? => {
+                heads.extend(planned.heads);
+                rows.extend(planned.rows);
+                Ok(Appended {
                     last_position: 0,
-                    stream_versions,
-                }
-            }),
-        );
+                    stream_versions: planned.stream_versions,
+                })
+            }
+            Ok(_) => Err(AppendError::KeyTakenOver),
+            Err(refused) => Err(refused),
+        };
+        outcomes.push(outcome);
     }
 
     answer_retries(&mut tx, db.backend, batch, &mut outcomes).await?;
@@ -158,36 +184,44 @@ async fn begin(db: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> 
     Ok(tx)
 }
 
-/// Checks the `append`-th append of the batch against the stream versions seen so far in
-/// this batch: its rows and the versions it leaves each stream at, or why it is refused.
+/// What an append would write, if it may.
+struct Planned {
+    rows: Vec<EventRow>,
+    /// The version it leaves each of its streams at, in the order of its writes.
+    stream_versions: Vec<i64>,
+    /// The heads it leaves its streams at, for the appends after it in the batch.
+    heads: HashMap<String, StreamHead>,
+}
+
+/// Checks the `append`-th append of the batch against the stream heads as the appends
+/// before it in this batch left them: its rows and the versions it leaves each stream at,
+/// or why it is refused.
 fn plan(
     append: usize,
     pending: &Pending,
-    versions: &mut HashMap<String, i64>,
-) -> Result<(Vec<EventRow>, Vec<i64>), AppendError> {
+    heads: &HashMap<String, StreamHead>,
+) -> Result<Planned, AppendError> {
     let writes = &pending.writes;
     if writes.is_empty() || writes.iter().any(|w| w.events.is_empty()) {
         return Err(AppendError::Empty);
     }
-    // Versions this append would leave, applied to `versions` only if all writes pass.
-    let mut planned: HashMap<&str, i64> = HashMap::new();
+    let mut planned: HashMap<String, StreamHead> = HashMap::new();
     let mut rows = Vec::new();
     let mut stream_versions = Vec::with_capacity(writes.len());
     for write in writes {
         let current = planned
-            .get(write.stream_id.as_str())
-            .or_else(|| versions.get(&write.stream_id))
+            .get(&write.stream_id)
+            .or_else(|| heads.get(&write.stream_id))
             .copied()
-            .unwrap_or(0);
-        let expected = write.expected.as_version();
-        if current != expected {
+            .unwrap_or_default();
+        if !write.expected.holds(current.version, current.last_event_id) {
             return Err(AppendError::Conflict {
                 stream_id: write.stream_id.clone(),
-                expected,
-                actual: current,
+                expected: write.expected.as_version(),
+                actual: current.version,
             });
         }
-        let mut version = current;
+        let mut version = current.version;
         for event in &write.events {
             version += 1;
             rows.push(EventRow {
@@ -201,13 +235,30 @@ fn plan(
                 data: event.data.to_string(),
             });
         }
-        planned.insert(&write.stream_id, version);
+        let head = StreamHead {
+            version,
+            last_event_id: write.events.last().map(|event| event.event_id),
+        };
+        planned.insert(write.stream_id.clone(), head);
         stream_versions.push(version);
     }
-    for (stream, version) in planned {
-        versions.insert(stream.to_owned(), version);
+    Ok(Planned {
+        rows,
+        stream_versions,
+        heads: planned,
+    })
+}
+
+/// Stores the answer the append completes, if it completes one; false when its request no
+/// longer holds the key, and the append must write nothing.
+async fn completes(
+    tx: &mut Transaction<'static, Any>,
+    pending: &Pending,
+) -> Result<bool, sqlx::Error> {
+    match &pending.completion {
+        Some(completion) => idempotency::complete(tx, completion).await,
+        None => Ok(true),
     }
-    Ok((rows, stream_versions))
 }
 
 /// A retried append's events are stored, so its expected versions no longer hold. Only a

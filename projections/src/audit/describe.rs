@@ -6,13 +6,17 @@ use switchyard_command::{
     account::AccountEvent,
     channels::ChannelsEvent,
     event_log::{EventCodec, RecordedEvent, decode},
-    group::GroupEvent,
+    group::{GroupEvent, GroupNameEvent},
+    installation::InstallationEvent,
+    ledger::{Entry, EntryKind, LedgerEvent},
     roster::RosterEvent,
     user::{EmailClaimEvent, LockoutScope, SecondFactor, UserEvent},
 };
 
 /// Every section name `describe` uses.
-pub const SECTIONS: &[&str] = &["company", "general", "user", "group", "smtp", "sms"];
+pub const SECTIONS: &[&str] = &[
+    "company", "general", "user", "group", "smtp", "sms", "ledger",
+];
 
 pub struct Described {
     pub summary: String,
@@ -64,8 +68,69 @@ pub fn describe(event: &RecordedEvent) -> Result<Described, serde_json::Error> {
                 summary(format!("Email address released by user {user_id}"))
             }
         },
+        GroupNameEvent::STREAM_TYPE => match decode(event)? {
+            GroupNameEvent::GroupNameClaimed { group_id } => {
+                summary(format!("Group name reserved for group {group_id}"))
+            }
+            GroupNameEvent::GroupNameReleased { group_id } => {
+                summary(format!("Group name released by group {group_id}"))
+            }
+        },
+        InstallationEvent::STREAM_TYPE => match decode(event)? {
+            InstallationEvent::OperatorDesignated { account_id } => summary(format!(
+                "Account {account_id} designated the operator of the installation"
+            )),
+        },
+        LedgerEvent::STREAM_TYPE => describe_ledger(decode(event)?),
         other => summary(format!("{} on a {other} stream", event.event_type)),
     })
+}
+
+fn describe_ledger(event: LedgerEvent) -> Described {
+    let ledger = |summary: String, field: &str, value: Value| {
+        setting(summary, "ledger", json!({ field: value }))
+    };
+    match event {
+        LedgerEvent::EntryRecorded(Entry {
+            kind,
+            amount,
+            balance_after,
+            description,
+            ..
+        }) => {
+            let what = match kind {
+                EntryKind::Payment { .. } => format!("Payment of {amount} credited"),
+                EntryKind::Refund { .. } => format!("Refund of {amount} debited"),
+                EntryKind::PackageCharge { .. } => format!("Package charge of {amount}"),
+                EntryKind::UsageCharge { .. } => format!("Usage charge of {amount}"),
+                EntryKind::Adjustment => format!("Balance adjusted by {amount}"),
+            };
+            let summary = format!("{what}: {description}");
+            ledger(summary, "balance", balance_after.to_string().into())
+        }
+        LedgerEvent::DebitLimitSet { debit_limit } => ledger(
+            format!("Debit limit set to {debit_limit}"),
+            "debit_limit",
+            debit_limit.to_string().into(),
+        ),
+        LedgerEvent::LowBalanceThresholdSet { threshold } => ledger(
+            match threshold {
+                Some(threshold) => format!("Low-balance alert set below {threshold}"),
+                None => "Low-balance alert turned off".into(),
+            },
+            "low_balance_threshold",
+            threshold.map(|t| t.to_string()).into(),
+        ),
+        LedgerEvent::BalanceFellBelowThreshold {
+            available,
+            threshold,
+        } => summary(format!(
+            "Available balance {available} fell below the alert threshold {threshold}"
+        )),
+        LedgerEvent::BalanceRecovered { available } => summary(format!(
+            "Available balance {available} is back above the alert threshold"
+        )),
+    }
 }
 
 fn describe_account(event: AccountEvent) -> Result<Described, serde_json::Error> {

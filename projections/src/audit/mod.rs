@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use futures::{FutureExt, future::BoxFuture};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 use switchyard_command::event_log::RecordedEvent;
 use switchyard_command::{Backend, db::MAX_PARAMETERS};
@@ -52,10 +53,13 @@ fn record_changes(
     changes: &mut Changes,
 ) {
     for (field, to) in after {
+        let secret = SECRET_FIELDS.contains(&field.as_str());
+        // A secret is kept as a fingerprint: enough to tell that it changed, nothing that
+        // `audit_sections` could give away.
+        let to = if secret { fingerprint(to) } else { to };
         if known.get(&field) == Some(&to) {
             continue;
         }
-        let secret = SECRET_FIELDS.contains(&field.as_str());
         let shown = |value: Option<Value>| match value {
             None | Some(Value::Null) => Value::Null,
             Some(_) if secret => Value::from(REDACTED),
@@ -68,6 +72,17 @@ fn record_changes(
             to: shown_to,
         };
         changes.insert(field, change);
+    }
+}
+
+/// `sha256:<hex>` of a secret's stored form; `null` stays `null` (no secret set).
+fn fingerprint(secret: Value) -> Value {
+    match secret {
+        Value::Null => Value::Null,
+        value => {
+            let digest = Sha256::digest(value.to_string().as_bytes());
+            Value::from(format!("sha256:{}", hex::encode(digest)))
+        }
     }
 }
 
@@ -267,6 +282,26 @@ mod tests {
         assert_eq!(
             diff(&mut Map::new(), json!({"api_key": "sk_live_123"})),
             json!({"api_key": {"from": null, "to": "***"}})
+        );
+    }
+
+    #[test]
+    fn known_values_keep_secrets_as_fingerprints_only() {
+        let mut known = Map::new();
+        let first = json!({"password": "v1.k1.sealed-one", "host": "smtp.example.com"});
+        diff(&mut known, first.clone());
+        let kept = Value::Object(known.clone()).to_string();
+        assert!(!kept.contains("sealed-one"), "{kept}");
+        assert!(known["password"].as_str().unwrap().starts_with("sha256:"));
+        // The same secret again is no change; another one is, and a cleared one shows null.
+        assert_eq!(diff(&mut known, first), json!({}));
+        assert_eq!(
+            diff(&mut known, json!({"password": "v1.k1.sealed-two"})),
+            json!({"password": {"from": "***", "to": "***"}})
+        );
+        assert_eq!(
+            diff(&mut known, json!({"password": null})),
+            json!({"password": {"from": "***", "to": null}})
         );
     }
 

@@ -5,8 +5,12 @@ use serde_json::Value;
 use sqlx::{FromRow, Row};
 use switchyard_command::{Database, domain::AccountId};
 
+mod jobs;
+mod ledger;
 mod users;
 
+pub use jobs::*;
+pub use ledger::*;
 pub use users::*;
 
 /// A configuration section and the version that last changed it.
@@ -35,6 +39,17 @@ pub async fn config_section(
         })
     })
     .transpose()
+}
+
+/// The account that runs the platform (the installation's first), once it is opened. Not
+/// scoped by account: which account is the operator is the installation's to know.
+pub async fn operator_account(db: &Database) -> Result<Option<AccountId>, sqlx::Error> {
+    let account: Option<String> =
+        sqlx::query_scalar("SELECT account_id FROM account_config WHERE section = $1")
+            .bind(crate::OPERATOR_SECTION)
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(account.as_deref().and_then(AccountId::parse))
 }
 
 /// Narrows the audit log; every filter is optional.
@@ -74,10 +89,12 @@ pub async fn audit(
     limit: i64,
 ) -> Result<Vec<AuditRow>, sqlx::Error> {
     // Absent filters bind NULL and match everything, so one statement serves every query.
+    // Actors join by id alone: the operator's administrators act on other accounts (balance
+    // adjustments), and those accounts' logs name them.
     sqlx::query_as(
         "SELECT a.position, a.recorded_at, a.actor_id, u.email AS actor_email, a.client_ip, \
                 a.user_agent, a.request_id, a.event_type, a.stream_id, a.summary, a.changes \
-         FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id AND u.account_id = a.account_id \
+         FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id \
          WHERE a.account_id = $1 \
            AND ($2 IS NULL OR a.actor_id = $2) \
            AND ($3 IS NULL OR a.event_type = $3) \

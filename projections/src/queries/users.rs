@@ -1,13 +1,16 @@
 //! Reads of users, groups and what a session may do. Deleted users are kept for the audit
 //! log's sake and are invisible here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
 use sqlx::{FromRow, Row, any::AnyRow};
 use switchyard_command::{
     Database,
+    access::sessions::SESSION_IDLE_TIMEOUT,
     domain::{AccountId, GroupId, UserId},
     permissions::{GroupGrant, Permissions},
+    timestamp,
 };
 
 #[derive(Debug, Clone, FromRow)]
@@ -140,6 +143,36 @@ impl GroupRow {
     }
 }
 
+/// Which of `groups` are live groups of `account`: a user's stream keeps the ids of groups
+/// deleted since they joined, which answers must not show.
+pub async fn live_groups(
+    db: &Database,
+    account: AccountId,
+    groups: &BTreeSet<GroupId>,
+) -> Result<BTreeSet<GroupId>, sqlx::Error> {
+    if groups.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let sql = format!(
+        "SELECT id FROM groups WHERE account_id = $1 AND id IN ({})",
+        (2..groups.len() + 2)
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut query =
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(account.to_string());
+    for group in groups {
+        query = query.bind(group.to_string());
+    }
+    Ok(query
+        .fetch_all(&db.pool)
+        .await?
+        .iter()
+        .filter_map(|id| GroupId::parse(id))
+        .collect())
+}
+
 pub async fn group(
     db: &Database,
     account: AccountId,
@@ -194,12 +227,13 @@ pub struct SessionUser {
     pub grants: Vec<GroupGrant>,
 }
 
-/// The session with `token_hash`, unless it expired (`now`) or went unused since `idle_since`.
+/// The session with `token_hash`, unless at `now` it expired or has gone unused for
+/// [`SESSION_IDLE_TIMEOUT`], or an event of its user's stream ended it: one issued after its
+/// login (a higher version), keeping it only if that event named it as the changer's own.
 pub async fn session_user(
     db: &Database,
     token_hash: &str,
-    now: &str,
-    idle_since: &str,
+    now: DateTime<Utc>,
 ) -> Result<Option<SessionUser>, sqlx::Error> {
     // One row per group (or one with NULL group columns): one query for the whole check.
     let rows = sqlx::query(
@@ -207,13 +241,15 @@ pub async fn session_user(
          FROM sessions s \
          JOIN users u ON u.id = s.user_id AND u.account_id = s.account_id \
                       AND u.deleted_at IS NULL AND u.disabled_at IS NULL \
+                      AND (s.user_version > u.sessions_ended_at_version \
+                           OR s.id = u.session_kept) \
          LEFT JOIN user_groups ug ON ug.user_id = u.id \
          LEFT JOIN groups g ON g.id = ug.group_id \
          WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.last_used_at > $3",
     )
     .bind(token_hash)
-    .bind(now)
-    .bind(idle_since)
+    .bind(timestamp::format(now))
+    .bind(timestamp::format(now - SESSION_IDLE_TIMEOUT))
     .fetch_all(&db.pool)
     .await?;
     let Some(first) = rows.first() else {

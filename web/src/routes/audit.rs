@@ -1,10 +1,6 @@
 //! The audit log: who changed what, when and from where.
 
-use axum::{
-    Json,
-    extract::{Query, State},
-};
-use chrono::{DateTime, SecondsFormat, Utc};
+use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_projections::queries::{self, AuditFilter, AuditRow};
@@ -12,17 +8,16 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState,
     auth::{Authorized, section},
     error::{ApiError, ApiResult},
+    extract::{Query, query_time},
+    paging::{Cursor, checked_limit, page},
+    state::AppState,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit))
 }
-
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 500;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -38,9 +33,11 @@ struct AuditQuery {
     from: Option<String>,
     /// Before this time (RFC 3339, exclusive).
     to: Option<String>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+    /// `next_cursor` of the previous page (the position of its last entry).
+    #[param(value_type = Option<String>, pattern = "^-?[0-9]{1,19}$")]
+    cursor: Option<Cursor<i64>>,
     /// Entries per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -72,18 +69,6 @@ struct AuditPage {
     next_cursor: Option<String>,
 }
 
-fn time_filter(field: &str, raw: Option<String>) -> ApiResult<Option<String>> {
-    raw.map(|raw| {
-        DateTime::parse_from_rfc3339(&raw)
-            .map(|at| {
-                at.with_timezone(&Utc)
-                    .to_rfc3339_opts(SecondsFormat::Micros, true)
-            })
-            .map_err(|_| ApiError::invalid_field(field, format!("{raw:?} is not an RFC 3339 time")))
-    })
-    .transpose()
-}
-
 fn entry(row: AuditRow) -> ApiResult<AuditEntry> {
     Ok(AuditEntry {
         position: row.position,
@@ -112,38 +97,17 @@ async fn list_audit(
     caller: Authorized<section::Audit>,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("must be 1 to {MAX_LIMIT}"),
-        ));
-    }
-    let before = query
-        .cursor
-        .map(|cursor| {
-            cursor
-                .parse::<i64>()
-                .map_err(|_| ApiError::invalid_field("cursor", "is not a cursor this API gave out"))
-        })
-        .transpose()?;
+    let limit = checked_limit(query.limit)?;
     let filter = AuditFilter {
         actor: query.actor,
         event_type: query.r#type,
         stream: query.stream,
-        from: time_filter("from", query.from)?,
-        to: time_filter("to", query.to)?,
-        before,
+        from: query_time("from", query.from)?,
+        to: query_time("to", query.to)?,
+        before: query.cursor.map(|Cursor(position)| position),
     };
-    // One extra row tells whether there is a next page.
-    let mut rows = queries::audit(&state.db, caller.account_id, &filter, limit + 1).await?;
-    let next_cursor = (rows.len() as i64 > limit).then(|| {
-        rows.truncate(limit as usize);
-        rows.last().map(|row| row.position.to_string())
-    });
+    let rows = queries::audit(&state.db, caller.account_id, &filter, limit + 1).await?;
+    let (rows, next_cursor) = page(rows, limit, |row| row.position.to_string());
     let items = rows.into_iter().map(entry).collect::<ApiResult<_>>()?;
-    Ok(Json(AuditPage {
-        items,
-        next_cursor: next_cursor.flatten(),
-    }))
+    Ok(Json(AuditPage { items, next_cursor }))
 }

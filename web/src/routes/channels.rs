@@ -1,12 +1,7 @@
 //! SMTP and SMS settings: how the account's emails and text messages go out. Passwords and
 //! API keys are write-only: sealed with the keyring on the way in, answered as `*_set`.
 
-use axum::{
-    Json,
-    extract::State,
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use axum::{extract::State, http::StatusCode, response::Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 use switchyard_command::{
@@ -18,21 +13,24 @@ use switchyard_command::{
         AccountId, BaseUrl, EmailAddress, FieldError, Hostname, InvalidValue, PhoneNumber, Port,
         Text, Validator,
     },
+    handler::Loaded,
+    idempotency::{Answering, KeyClaim},
     user::{Member, User},
 };
-use switchyard_projections::{SMS_SECTION, SMTP_SECTION, without_secret};
-use switchyard_workers::jobs::job_id;
+use switchyard_projections::{SMS_SECTION, SMTP_SECTION, queries::job_id, without_secret};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    AppState,
+    answer::Answer,
     auth::{Authorized, section},
     domain_errors::DomainError,
     error::{ApiError, ApiResult},
-    extract::{IfMatch, JsonBody, OptionalJsonBody, RequestContext},
+    extract::{IfMatch, JsonBody, RequestContext},
+    idempotency::{self, DigestedOptionalJson, IdempotencyKey},
     routes::config::{optional, read_section, section_response},
+    state::AppState,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -91,7 +89,7 @@ struct SmtpView {
     from_address: String,
     host: String,
     port: u16,
-    /// `starttls`, `tls` or `none`.
+    #[schema(value_type = crate::openapi::values::SmtpSecurity)]
     security: String,
     username: Option<String>,
     password_set: bool,
@@ -102,12 +100,15 @@ struct SmtpView {
 #[serde(deny_unknown_fields)]
 struct SmtpBody {
     /// The address emails come from.
+    #[schema(format = Email)]
     from_address: String,
-    /// Host name or IP address, without the port.
+    /// Host name or IP address, without the port. Private, loopback, link-local and other
+    /// non-public addresses are refused, unless the operator allows their range.
     host: String,
     /// 1 to 65535: usually 587 with `starttls`, 465 with `tls`.
+    #[schema(minimum = 1, maximum = 65535)]
     port: u32,
-    /// `starttls`, `tls` or `none`.
+    #[schema(value_type = crate::openapi::values::SmtpSecurity)]
     security: String,
     username: Option<String>,
     /// Write-only. Left out: unchanged; `null` or `""`: removed.
@@ -124,7 +125,13 @@ impl SmtpBody {
     ) -> Result<(SmtpSettings, SecretChange), Vec<FieldError>> {
         let mut v = Validator::default();
         let from_address = v.field("from_address", EmailAddress::parse(&self.from_address));
-        let host = v.field("host", Hostname::parse(&self.host));
+        let host = v.field(
+            "host",
+            Hostname::parse(&self.host).and_then(|host| {
+                state.outbound.check_literal(host.literal_ip())?;
+                Ok(host)
+            }),
+        );
         let port = v.field("port", Port::parse(self.port));
         let security = v.field(
             "security",
@@ -157,7 +164,7 @@ impl SmtpBody {
 /// SMS settings as shown.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 struct SmsView {
-    /// `twilio` or `http`.
+    #[schema(value_type = crate::openapi::values::SmsProvider)]
     provider: String,
     from_number: String,
     base_url: String,
@@ -172,11 +179,13 @@ struct SmsView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SmsBody {
-    /// `twilio` or `http`.
+    #[schema(value_type = crate::openapi::values::SmsProvider)]
     provider: String,
     /// E.164.
     from_number: String,
-    /// e.g. `https://api.twilio.com`, or the `http` gateway's endpoint.
+    /// e.g. `https://api.twilio.com`, or the `http` gateway's endpoint. Its host may not be a
+    /// private, loopback, link-local or other non-public address, unless the operator allows
+    /// its range. Redirects are not followed.
     base_url: String,
     /// Required for `twilio`.
     account_sid: Option<String>,
@@ -214,7 +223,13 @@ impl SmsBody {
             ),
         };
         let from_number = v.field("from_number", PhoneNumber::parse(&self.from_number));
-        let base_url = v.field("base_url", BaseUrl::parse(&self.base_url));
+        let base_url = v.field(
+            "base_url",
+            BaseUrl::parse(&self.base_url).and_then(|url| {
+                state.outbound.check_literal(url.literal_ip())?;
+                Ok(url)
+            }),
+        );
         let api_key = seal(state, account, "api_key", &mut v, self.api_key);
         v.finish(|| {
             let settings = SmsSettings {
@@ -256,12 +271,13 @@ async fn get_smtp(
     State(state): State<AppState>,
     caller: Authorized<section::Config>,
 ) -> ApiResult<Response> {
-    read_section::<SmtpView>(&state, &caller, SMTP_SECTION).await
+    let missing = || ApiError::not_configured("SMTP settings", "/v1/account/smtp");
+    read_section::<SmtpView>(&state, &caller, SMTP_SECTION, missing).await
 }
 
 /// Replace the SMTP settings; `If-Match: "0"` when setting them the first time guards
 /// against a concurrent first setting.
-#[utoipa::path(put, path = "/v1/account/smtp", request_body = SmtpBody, responses(
+#[utoipa::path(put, path = "/v1/account/smtp", request_body = SmtpBody, params(IfMatch), responses(
     (status = 200, body = SmtpView, headers(("ETag" = String))),
     (status = 412), (status = 422, description = "Invalid fields, each named"),
 ))]
@@ -295,11 +311,12 @@ async fn get_sms(
     State(state): State<AppState>,
     caller: Authorized<section::Config>,
 ) -> ApiResult<Response> {
-    read_section::<SmsView>(&state, &caller, SMS_SECTION).await
+    let missing = || ApiError::not_configured("SMS settings", "/v1/account/sms");
+    read_section::<SmsView>(&state, &caller, SMS_SECTION, missing).await
 }
 
 /// Replace the SMS settings.
-#[utoipa::path(put, path = "/v1/account/sms", request_body = SmsBody, responses(
+#[utoipa::path(put, path = "/v1/account/sms", request_body = SmsBody, params(IfMatch), responses(
     (status = 200, body = SmsView, headers(("ETag" = String))),
     (status = 412), (status = 422, description = "Invalid fields, each named"),
 ))]
@@ -339,23 +356,29 @@ struct JobAccepted {
     job_id: String,
 }
 
-/// Queues the test and answers where to follow it.
+/// Queues the test and answers where to follow it: under an `Idempotency-Key`, the same
+/// job for every retry.
 async fn request_test(
     state: &AppState,
     caller: &Authorized<section::Config>,
     context: &RequestContext,
     test_id: Uuid,
     command: ChannelsCommand,
-) -> ApiResult<Response> {
+    claim: Option<KeyClaim>,
+) -> ApiResult<Answer> {
+    let job_id = job_id(test_id).to_string();
+    let accepted = Answer::json(StatusCode::ACCEPTED, None, &JobAccepted { job_id });
+    let render = |_: &Loaded<Channels>| accepted.stored();
+    let answering = claim.as_ref().map(|claim| Answering::new(claim, &render));
     state
-        .execute::<Channels>(
+        .execute_answering::<Channels>(
             &channels_stream(caller.account_id),
             command,
             &context.metadata_for(caller),
+            answering,
         )
         .await?;
-    let job_id = job_id(test_id).to_string();
-    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })).into_response())
+    Ok(accepted)
 }
 
 /// The caller as a user, for their own address or number.
@@ -373,7 +396,7 @@ async fn caller_member(
 
 /// Test Email: send one email through the saved SMTP settings, through the same path as
 /// every email. Follow it at `GET /v1/jobs/{job_id}`: each stage with the server's reply.
-#[utoipa::path(post, path = "/v1/account/smtp/test", request_body = TestBody, responses(
+#[utoipa::path(post, path = "/v1/account/smtp/test", request_body = TestBody, params(IdempotencyKey), responses(
     (status = 202, body = JobAccepted),
     (status = 409, description = "SMTP settings are not saved yet"),
     (status = 422, description = "`to` is not an email address"),
@@ -382,22 +405,25 @@ async fn test_smtp(
     State(state): State<AppState>,
     caller: Authorized<section::Config>,
     context: RequestContext,
-    OptionalJsonBody(body): OptionalJsonBody<TestBody>,
+    key: IdempotencyKey,
+    DigestedOptionalJson { body, digest }: DigestedOptionalJson<TestBody>,
 ) -> ApiResult<Response> {
-    let to = match body.to {
-        Some(raw) => {
-            EmailAddress::parse(&raw).map_err(|e| ApiError::invalid_field("to", e.to_string()))?
-        }
-        None => caller_member(&state, &caller).await?.email,
+    let request = async |claim| {
+        let to = match body.to {
+            Some(raw) => EmailAddress::parse(&raw)
+                .map_err(|e| ApiError::invalid_field("to", e.to_string()))?,
+            None => caller_member(&state, &caller).await?.email,
+        };
+        let test_id = Uuid::now_v7();
+        let command = ChannelsCommand::RequestSmtpTest { test_id, to };
+        request_test(&state, &caller, &context, test_id, command, claim).await
     };
-    let test_id = Uuid::now_v7();
-    let command = ChannelsCommand::RequestSmtpTest { test_id, to };
-    request_test(&state, &caller, &context, test_id, command).await
+    idempotency::once(&state.idempotency, caller.account_id, key, digest, request).await
 }
 
 /// Test Mobile: send one text message through the saved SMS settings. Follow it at
 /// `GET /v1/jobs/{job_id}`: the gateway's status and answer.
-#[utoipa::path(post, path = "/v1/account/sms/test", request_body = TestBody, responses(
+#[utoipa::path(post, path = "/v1/account/sms/test", request_body = TestBody, params(IdempotencyKey), responses(
     (status = 202, body = JobAccepted),
     (status = 409, description = "SMS settings are not saved yet"),
     (status = 422, description = "`to` is not an E.164 number, or left out and the caller has no mobile"),
@@ -406,24 +432,27 @@ async fn test_sms(
     State(state): State<AppState>,
     caller: Authorized<section::Config>,
     context: RequestContext,
-    OptionalJsonBody(body): OptionalJsonBody<TestBody>,
+    key: IdempotencyKey,
+    DigestedOptionalJson { body, digest }: DigestedOptionalJson<TestBody>,
 ) -> ApiResult<Response> {
-    let to = match body.to {
-        Some(raw) => {
-            PhoneNumber::parse(&raw).map_err(|e| ApiError::invalid_field("to", e.to_string()))?
-        }
-        None => caller_member(&state, &caller)
-            .await?
-            .profile
-            .mobile
-            .ok_or_else(|| {
-                ApiError::invalid_field(
-                    "to",
-                    "your profile has no mobile number: give `to`, or add one at /v1/me",
-                )
-            })?,
+    let request = async |claim| {
+        let to = match body.to {
+            Some(raw) => PhoneNumber::parse(&raw)
+                .map_err(|e| ApiError::invalid_field("to", e.to_string()))?,
+            None => caller_member(&state, &caller)
+                .await?
+                .profile
+                .mobile
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "to",
+                        "your profile has no mobile number: give `to`, or add one at /v1/me",
+                    )
+                })?,
+        };
+        let test_id = Uuid::now_v7();
+        let command = ChannelsCommand::RequestSmsTest { test_id, to };
+        request_test(&state, &caller, &context, test_id, command, claim).await
     };
-    let test_id = Uuid::now_v7();
-    let command = ChannelsCommand::RequestSmsTest { test_id, to };
-    request_test(&state, &caller, &context, test_id, command).await
+    idempotency::once(&state.idempotency, caller.account_id, key, digest, request).await
 }

@@ -19,11 +19,11 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState,
     auth::{Authorized, Caller, section},
     error::{ApiError, ApiResult},
     etag,
     extract::{IfMatch, JsonBody, RequestContext},
+    state::AppState,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -38,6 +38,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 struct Company {
     #[schema(max_length = 100, min_length = 1)]
     name: String,
+    #[schema(format = Email)]
     email: String,
     #[serde(default)]
     #[schema(max_length = 100)]
@@ -96,7 +97,7 @@ struct General {
     /// ISO 4217.
     #[schema(example = "USD")]
     currency: String,
-    #[schema(example = "YYYY-MM-DD")]
+    #[schema(value_type = crate::openapi::values::DateFormat)]
     date_format: String,
     /// E.164.
     #[serde(default)]
@@ -148,14 +149,16 @@ pub(crate) fn section_response(version: i64, body: impl Serialize) -> Response {
     ([(header::ETAG, etag::format(version))], Json(body)).into_response()
 }
 
+/// A section as stored, or `missing` when it was never set.
 pub(crate) async fn read_section<T: DeserializeOwned + Serialize>(
     state: &AppState,
     caller: &Caller,
     section: &str,
+    missing: impl FnOnce() -> ApiError,
 ) -> ApiResult<Response> {
     let stored = queries::config_section(&state.db, caller.account_id, section)
         .await?
-        .ok_or_else(|| ApiError::not_found("account configuration"))?;
+        .ok_or_else(missing)?;
     let body: T = serde_json::from_value(stored.data).map_err(ApiError::internal)?;
     Ok(section_response(stored.version, body))
 }
@@ -186,12 +189,13 @@ async fn get_company(
     State(state): State<AppState>,
     caller: Authorized<section::Config>,
 ) -> ApiResult<Response> {
-    read_section::<Company>(&state, &caller, COMPANY_SECTION).await
+    let missing = || ApiError::not_found("account configuration");
+    read_section::<Company>(&state, &caller, COMPANY_SECTION, missing).await
 }
 
 /// Replace company information. `If-Match` with the ETag of the last read refuses (412) to
 /// overwrite someone else's change.
-#[utoipa::path(put, path = "/v1/account/company", request_body = Company, responses(
+#[utoipa::path(put, path = "/v1/account/company", request_body = Company, params(IfMatch), responses(
     (status = 200, body = Company, headers(("ETag" = String))),
     (status = 412, description = "Changed since the If-Match version"),
     (status = 422, description = "Invalid fields, each named"),
@@ -220,11 +224,12 @@ async fn get_general(
     State(state): State<AppState>,
     caller: Authorized<section::Config>,
 ) -> ApiResult<Response> {
-    read_section::<General>(&state, &caller, GENERAL_SECTION).await
+    let missing = || ApiError::not_found("account configuration");
+    read_section::<General>(&state, &caller, GENERAL_SECTION, missing).await
 }
 
 /// Replace general information; `If-Match` as for the company.
-#[utoipa::path(put, path = "/v1/account/general", request_body = General, responses(
+#[utoipa::path(put, path = "/v1/account/general", request_body = General, params(IfMatch), responses(
     (status = 200, body = General, headers(("ETag" = String))),
     (status = 412, description = "Changed since the If-Match version"),
     (status = 422, description = "Invalid fields, each named"),

@@ -6,15 +6,16 @@ use std::collections::BTreeMap;
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
 use switchyard_command::{
     domain::{FieldError, GroupId, InvalidValue, Text, Validator},
-    group::{Group, GroupCommand, GroupSettings, LiveGroup},
+    group::{self, Group, GroupCommand, GroupSettings, LiveGroup},
     handler::Loaded,
+    idempotency::{Answering, KeyClaim},
     permissions::{Access, Permissions, Resource, touched},
 };
 use switchyard_projections::queries::{self, GroupRow};
@@ -22,13 +23,14 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState,
+    answer::Answer,
     auth::{Authorized, Caller, section},
     error::{ApiError, ApiResult},
-    extract::{IfMatch, JsonBody, RequestContext},
+    etag::{tagged, with_etag},
+    extract::{IfMatch, JsonBody, Query, RequestContext},
     idempotency::{self, DigestedJson, IdempotencyKey},
     paging::{PageQuery, page},
-    routes::users::with_etag,
+    state::AppState,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -42,7 +44,7 @@ struct GroupView {
     id: String,
     name: String,
     /// `{resource: "allow" | "deny"}`; a resource left out is unset.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = crate::openapi::permissions_view)]
     permissions: BTreeMap<String, String>,
 }
 
@@ -89,7 +91,7 @@ struct GroupBody {
     #[schema(min_length = 1, max_length = 100)]
     name: Option<String>,
     /// `{resource: "allow" | "deny"}`; `null` or a missing resource leaves it unset.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::openapi::permissions_request)]
     permissions: Option<BTreeMap<String, Option<String>>>,
 }
 
@@ -187,50 +189,46 @@ async fn check_delegation(
     caller.require_delegable(touched(before, after))
 }
 
+/// Runs a group command; what it changes in permissions is in force when it answers.
 async fn run(
     state: &AppState,
     caller: &Caller,
     context: &RequestContext,
     id: GroupId,
     command: GroupCommand,
+    answering: Option<Answering<'_, Loaded<Group>>>,
 ) -> ApiResult<Loaded<Group>> {
     let metadata = context.metadata_for(caller);
-    let executed = state
-        .execute::<Group>(&id.stream_id(), command, &metadata)
-        .await?;
-    Ok(Loaded {
-        state: executed.state,
-        version: executed.version,
-    })
+    let (group, position) =
+        group::execute(&state.commands, id, command, &metadata, answering).await?;
+    state.in_force(position).await?;
+    Ok(group)
 }
 
-fn respond(status: StatusCode, id: GroupId, group: &Loaded<Group>) -> ApiResult<Response> {
+/// The group as answered; 404 once deleted.
+fn answer(status: StatusCode, id: GroupId, group: &Loaded<Group>) -> ApiResult<Answer> {
     let live = group
         .state
         .live
         .as_ref()
         .ok_or_else(|| ApiError::not_found("group"))?;
-    Ok(with_etag(
-        status,
-        live.version,
-        GroupView::of_group(id, live),
-    ))
+    Ok(tagged(status, live.version, &GroupView::of_group(id, live)))
 }
 
 /// The account's groups, oldest first.
-#[utoipa::path(get, path = "/v1/groups", params(PageQuery), responses(
+#[utoipa::path(get, path = "/v1/groups", params(PageQuery<GroupId>), responses(
     (status = 200, body = GroupPage), (status = 401), (status = 403),
 ))]
 async fn list_groups(
     State(state): State<AppState>,
     caller: Authorized<section::Users>,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<PageQuery<GroupId>>,
 ) -> ApiResult<Json<GroupPage>> {
     let limit = query.limit()?;
     let rows = queries::groups_page(
         &state.db,
         caller.account_id,
-        query.cursor.as_deref(),
+        query.cursor.map(|cursor| cursor.key()).as_deref(),
         limit + 1,
     )
     .await?;
@@ -246,8 +244,13 @@ async fn list_groups(
 
 /// Create a group.
 #[utoipa::path(post, path = "/v1/groups", request_body = GroupBody, params(IdempotencyKey), responses(
-    (status = 201, body = GroupView, headers(("ETag" = String))),
-    (status = 403, description = "Sets a resource the caller is not allowed"), (status = 422),
+    (status = 201, body = GroupView, headers(("ETag" = String)), links(
+        ("GetGroup" = (operation_id = "get_group", parameters(("id" = "$response.body#/id")))),
+        ("PatchGroup" = (operation_id = "patch_group", parameters(("id" = "$response.body#/id")))),
+        ("DeleteGroup" = (operation_id = "delete_group", parameters(("id" = "$response.body#/id")))),
+    )),
+    (status = 403, description = "Sets a resource the caller is not allowed"),
+    (status = 409, description = "Another group of the account has this name"), (status = 422),
 ))]
 async fn create_group(
     State(state): State<AppState>,
@@ -257,8 +260,8 @@ async fn create_group(
     DigestedJson { body, digest }: DigestedJson<GroupBody>,
 ) -> ApiResult<Response> {
     let account = caller.account_id;
-    let request = add_group(&state, &caller, &context, body);
-    idempotency::once(&state.db, account, key, digest, request).await
+    let request = |claim| add_group(&state, &caller, &context, body, claim);
+    idempotency::once(&state.idempotency, account, key, digest, request).await
 }
 
 async fn add_group(
@@ -266,7 +269,8 @@ async fn add_group(
     caller: &Caller,
     context: &RequestContext,
     body: GroupBody,
-) -> ApiResult<Response> {
+    claim: Option<KeyClaim>,
+) -> ApiResult<Answer> {
     let settings = body.parse(None).map_err(ApiError::validation)?;
     let no_permissions = Permissions::new();
     check_delegation(state, caller, None, &no_permissions, &settings.permissions).await?;
@@ -275,8 +279,13 @@ async fn add_group(
         account_id: caller.account_id,
         settings,
     };
-    let group = run(state, caller, context, id, command).await?;
-    respond(StatusCode::CREATED, id, &group)
+    let render = |group: &Loaded<Group>| {
+        let created = answer(StatusCode::CREATED, id, group);
+        created.expect("a group just created is live").stored()
+    };
+    let answering = claim.as_ref().map(|claim| Answering::new(claim, &render));
+    let group = run(state, caller, context, id, command, answering).await?;
+    answer(StatusCode::CREATED, id, &group)
 }
 
 /// One group.
@@ -299,9 +308,10 @@ async fn get_group(
 }
 
 /// Change a group's name or permissions; what is left out stays.
-#[utoipa::path(patch, path = "/v1/groups/{id}", request_body = GroupBody, responses(
+#[utoipa::path(patch, path = "/v1/groups/{id}", request_body = GroupBody, params(IfMatch), responses(
     (status = 200, body = GroupView, headers(("ETag" = String))),
-    (status = 403), (status = 404), (status = 412), (status = 422),
+    (status = 403), (status = 404),
+    (status = 409, description = "Another group of the account has this name"), (status = 412), (status = 422),
 ))]
 async fn patch_group(
     State(state): State<AppState>,
@@ -323,12 +333,12 @@ async fn patch_group(
         settings,
         seen,
     };
-    let group = run(&state, &caller, &context, id, command).await?;
-    respond(StatusCode::OK, id, &group)
+    let group = run(&state, &caller, &context, id, command, None).await?;
+    Ok(answer(StatusCode::OK, id, &group)?.into_response())
 }
 
 /// Delete a group; its members leave it.
-#[utoipa::path(delete, path = "/v1/groups/{id}", responses(
+#[utoipa::path(delete, path = "/v1/groups/{id}", params(IfMatch), responses(
     (status = 204), (status = 403), (status = 404), (status = 412),
 ))]
 async fn delete_group(
@@ -346,6 +356,6 @@ async fn delete_group(
         account_id: caller.account_id,
         seen,
     };
-    run(&state, &caller, &context, id, command).await?;
+    run(&state, &caller, &context, id, command, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }

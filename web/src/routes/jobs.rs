@@ -3,21 +3,20 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Path, State},
 };
 use serde::{Deserialize, Serialize};
-use switchyard_workers::jobs::{
-    self,
-    store::{self, JobFilter, JobView, StageReport},
-};
+use switchyard_projections::queries::{self, JOB_KINDS, JobFilter, JobView, StageReport};
+use ulid::Ulid;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState,
     auth::{Authorized, section},
     error::{ApiError, ApiResult},
-    paging::{checked_limit, page},
+    extract::Query,
+    paging::{Cursor, checked_limit, page},
+    state::AppState,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -36,9 +35,11 @@ struct JobsQuery {
     kind: Option<String>,
     /// `queued`, `running`, `succeeded` or `failed`.
     status: Option<String>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+    /// `next_cursor` of the previous page (the id of its last job).
+    #[param(value_type = Option<String>, pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
+    cursor: Option<Cursor<Ulid>>,
     /// Jobs per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -120,12 +121,12 @@ async fn list_jobs(
 ) -> ApiResult<Json<JobPage>> {
     let limit = checked_limit(query.limit)?;
     let filter = JobFilter {
-        kind: one_of("kind", query.kind, &jobs::Job::KINDS)?,
+        kind: one_of("kind", query.kind, &JOB_KINDS)?,
         status: one_of("status", query.status, &STATUSES)?,
-        before: query.cursor,
+        before: query.cursor.map(|cursor| cursor.key()),
         limit: limit + 1,
     };
-    let rows = store::list(&state.db, caller.account_id, &filter).await?;
+    let rows = queries::jobs(&state.db, caller.account_id, &filter).await?;
     let (rows, next_cursor) = page(rows, limit, |job| job.id.clone());
     Ok(Json(JobPage {
         items: rows.into_iter().map(Job::from).collect(),
@@ -142,7 +143,7 @@ async fn get_job(
     caller: Authorized<section::Config>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Job>> {
-    store::find(&state.db, caller.account_id, &id)
+    queries::job(&state.db, caller.account_id, &id)
         .await?
         .map(|view| Json(view.into()))
         .ok_or_else(|| ApiError::not_found("job"))

@@ -1,16 +1,13 @@
 //! The current user: their profile, password, two-factor login and permissions. Everyone
 //! may use these, whatever their groups say.
 
-use std::collections::BTreeMap;
-
 use axum::{Json, extract::State, http::StatusCode, response::Response};
-use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use switchyard_command::{
     domain::{EmailAddress, FieldError, NewPassword, Text, Validator},
     handler::Loaded,
-    permissions::{EffectivePermissions, GroupGrant, Reason},
+    permissions::EffectivePermissions,
     team,
     totp::{self, RecoveryCodes, TotpSeed},
     user::{Member, Totp, User, UserCommand, UserEdit},
@@ -20,11 +17,13 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState,
     auth::Caller,
+    credentials::{Attempt, totp_step},
     error::{ApiError, ApiResult},
+    etag::with_etag,
     extract::{IfMatch, JsonBody, RequestContext},
-    routes::users::{UserView, phone_field, with_etag},
+    routes::user_views::{PermissionsView, UserView, permissions_view, phone_field},
+    state::AppState,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -49,7 +48,8 @@ async fn me(state: &AppState, caller: &Caller) -> ApiResult<(Loaded<User>, Membe
     Ok((loaded, member))
 }
 
-/// Runs a command on the caller's own user stream.
+/// Runs a command on the caller's own user stream: a password or two-factor change, whose
+/// effect on sessions must be in force before it is answered.
 async fn on_me(
     state: &AppState,
     caller: &Caller,
@@ -58,26 +58,31 @@ async fn on_me(
 ) -> ApiResult<()> {
     let metadata = context.metadata_for(caller);
     state
-        .execute::<User>(&caller.user_id.stream_id(), command, &metadata)
+        .execute_in_force::<User>(&caller.user_id.stream_id(), command, &metadata)
         .await?;
     Ok(())
 }
 
-/// Checks the caller's password; a wrong one is a validation error on `field`.
-async fn require_password(
-    state: &AppState,
+/// Re-authentication before a change that needs it: the caller proves they know their
+/// password, in an attempt the login throttle counts like a login (under their email, from
+/// this client; 429 once locked out). A wrong password is a validation error on `field`.
+async fn confirm_password<'a>(
+    state: &'a AppState,
+    caller: &Caller,
+    context: &'a RequestContext,
     member: &Member,
-    field: &str,
+    field: &'static str,
     password: String,
-) -> ApiResult<()> {
+) -> ApiResult<Attempt<'a>> {
+    let email = member.email.normalized();
+    let owner = Some((caller.user_id, caller.account_id));
     let hash = Some(member.password_hash.clone());
-    match state.passwords.verify(password.into(), hash).await {
-        true => Ok(()),
-        false => Err(ApiError::invalid_field(
-            field,
-            "is not your current password",
-        )),
-    }
+    Attempt::begin(state, context, &email, owner)
+        .await?
+        .verify_password(password, hash, || {
+            ApiError::invalid_field(field, "is not your current password")
+        })
+        .await
 }
 
 /// Your own profile.
@@ -86,10 +91,11 @@ async fn require_password(
 ))]
 async fn get_me(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     let (_, member) = me(&state, &caller).await?;
+    let live = queries::live_groups(&state.db, caller.account_id, &member.groups).await?;
     Ok(with_etag(
         StatusCode::OK,
         member.version,
-        UserView::of_member(caller.user_id, &member),
+        UserView::of_member(caller.user_id, &member, &live),
     ))
 }
 
@@ -98,6 +104,7 @@ async fn get_me(State(state): State<AppState>, caller: Caller) -> ApiResult<Resp
 struct MeBody {
     #[schema(min_length = 1, max_length = 100)]
     name: String,
+    #[schema(format = Email)]
     email: String,
     phone: Option<String>,
     mobile: Option<String>,
@@ -126,7 +133,7 @@ impl MeBody {
 }
 
 /// Change your profile. A new email needs `current_password`.
-#[utoipa::path(put, path = "/v1/me", request_body = MeBody, responses(
+#[utoipa::path(put, path = "/v1/me", request_body = MeBody, params(IfMatch), responses(
     (status = 200, body = UserView, headers(("ETag" = String))),
     (status = 409, description = "The email belongs to another user"),
     (status = 412), (status = 422),
@@ -145,7 +152,17 @@ async fn put_me(
         let password = current_password.ok_or_else(|| {
             ApiError::invalid_field("current_password", "is required to change your email")
         })?;
-        require_password(&state, &member, "current_password", password).await?;
+        confirm_password(
+            &state,
+            &caller,
+            &context,
+            &member,
+            "current_password",
+            password,
+        )
+        .await?
+        .succeeded()
+        .await?;
     }
     let metadata = context.metadata_for(&caller);
     let outcome = team::edit_user(
@@ -158,10 +175,12 @@ async fn put_me(
     )
     .await?;
     state.caught_up(outcome.position).await;
+    let groups = &outcome.member.groups;
+    let live = queries::live_groups(&state.db, caller.account_id, groups).await?;
     Ok(with_etag(
         StatusCode::OK,
         outcome.member.version,
-        UserView::of_member(outcome.user_id, &outcome.member),
+        UserView::of_member(outcome.user_id, &outcome.member, &live),
     ))
 }
 
@@ -170,6 +189,7 @@ async fn put_me(
 struct PasswordChange {
     current_password: String,
     /// 8 to 128 characters, not a commonly used password, not the current one.
+    #[schema(min_length = 8, max_length = 128)]
     new_password: String,
 }
 
@@ -186,7 +206,18 @@ async fn change_password(
     let new_password = NewPassword::parse(body.new_password)
         .map_err(|invalid| ApiError::invalid_field("new_password", invalid.0))?;
     let (_, member) = me(&state, &caller).await?;
-    require_password(&state, &member, "current_password", body.current_password).await?;
+    let current = body.current_password;
+    confirm_password(
+        &state,
+        &caller,
+        &context,
+        &member,
+        "current_password",
+        current,
+    )
+    .await?
+    .succeeded()
+    .await?;
     let old_hash = Some(member.password_hash.clone());
     let plaintext = SecretString::from(new_password.expose_secret());
     if state.passwords.verify(plaintext, old_hash).await {
@@ -239,21 +270,8 @@ async fn start_totp_setup(
     }))
 }
 
-/// The step of `code` under the user's seed, if it is right now and not used before.
-pub fn verify_code(
-    state: &AppState,
-    caller_account: switchyard_command::domain::AccountId,
-    member: &Member,
-    sealed: &switchyard_command::secrets::EncryptedSecret,
-    code: &str,
-) -> ApiResult<Option<u64>> {
-    let seed = state
-        .secrets
-        .decrypt(caller_account, sealed)
-        .map_err(ApiError::internal)?;
-    let seed = TotpSeed::from_base32(seed.expose_secret()).map_err(ApiError::internal)?;
-    let now = u64::try_from(Utc::now().timestamp()).unwrap_or_default();
-    Ok(totp::verify(&seed, code.trim(), now, member.last_totp_step))
+fn wrong_code() -> ApiError {
+    ApiError::invalid_field("code", "is wrong, expired or already used")
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -288,8 +306,7 @@ async fn enable_totp(
             _ => "start the setup first: POST /v1/me/totp",
         }));
     };
-    let step = verify_code(&state, caller.account_id, &member, sealed, &body.code)?
-        .ok_or_else(|| ApiError::invalid_field("code", "is wrong, expired or already used"))?;
+    let step = totp_step(&state, &member, sealed, &body.code)?.ok_or_else(wrong_code)?;
     let recovery = RecoveryCodes::generate();
     let command = UserCommand::EnableTotp {
         account_id: caller.account_id,
@@ -328,74 +345,25 @@ async fn disable_totp(
     let Totp::On(sealed) = &member.totp else {
         return Err(ApiError::conflict("two-factor login is not on"));
     };
-    require_password(&state, &member, "password", body.password).await?;
-    let step = verify_code(&state, caller.account_id, &member, sealed, &body.code)?
-        .ok_or_else(|| ApiError::invalid_field("code", "is wrong, expired or already used"))?;
+    let attempt = confirm_password(
+        &state,
+        &caller,
+        &context,
+        &member,
+        "password",
+        body.password,
+    )
+    .await?;
+    let (attempt, step) = attempt
+        .verify_code(&member, sealed, &body.code, wrong_code)
+        .await?;
+    attempt.succeeded().await?;
     let command = UserCommand::DisableTotp {
         account_id: caller.account_id,
         step: Some(step),
     };
     on_me(&state, &caller, &context, command).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct GroupRef {
-    id: String,
-    name: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DecisionView {
-    /// `administrator`, `allowed_by`, `denied_by` or `not_granted`.
-    reason: &'static str,
-    /// The groups that decided it (for `allowed_by` and `denied_by`).
-    groups: Vec<GroupRef>,
-}
-
-/// Effective permissions: `resources` as API.md lists them, `decided_by` says why.
-#[derive(Serialize, ToSchema)]
-pub struct PermissionsView {
-    role: String,
-    /// `allow` or `deny` for every resource.
-    resources: BTreeMap<String, String>,
-    decided_by: BTreeMap<String, DecisionView>,
-}
-
-pub fn permissions_view(
-    effective: &EffectivePermissions,
-    grants: &[GroupGrant],
-) -> PermissionsView {
-    let group_refs = |ids: &[switchyard_command::domain::GroupId]| {
-        ids.iter()
-            .filter_map(|id| grants.iter().find(|g| g.id == *id))
-            .map(|g| GroupRef {
-                id: g.id.to_string(),
-                name: g.name.clone(),
-            })
-            .collect()
-    };
-    let mut resources = BTreeMap::new();
-    let mut decided_by = BTreeMap::new();
-    for (resource, decision) in effective.decisions() {
-        let access = if decision.allowed { "allow" } else { "deny" };
-        resources.insert(resource.as_str().to_owned(), access.to_owned());
-        let (reason, groups) = match &decision.reason {
-            Reason::Administrator => ("administrator", vec![]),
-            Reason::AllowedBy(ids) => ("allowed_by", group_refs(ids)),
-            Reason::DeniedBy(ids) => ("denied_by", group_refs(ids)),
-            Reason::NotGranted => ("not_granted", vec![]),
-        };
-        decided_by.insert(
-            resource.as_str().to_owned(),
-            DecisionView { reason, groups },
-        );
-    }
-    PermissionsView {
-        role: effective.role.as_str().to_owned(),
-        resources,
-        decided_by,
-    }
 }
 
 /// What you may do, and which groups decided it.

@@ -1,4 +1,5 @@
 pub mod audit;
+pub mod balance;
 pub mod channels;
 pub mod config;
 pub mod groups;
@@ -6,4 +7,5 @@ pub mod jobs;
 pub mod me;
 pub mod service;
 pub mod sessions;
+mod user_views;
 pub mod users;

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
-    http::{StatusCode, header},
+    extract::{Path, State},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Deserializer, Serialize};
@@ -18,23 +18,25 @@ use switchyard_command::{
         EmailAddress, FieldError, GroupId, NewPassword, PhoneNumber, Text, UserId, Validator,
     },
     handler::Loaded,
+    idempotency::{Answering, KeyClaim},
     permissions::{EffectivePermissions, Resource},
     team::{self, NewUser, UserOutcome},
     user::{Member, Role, User, UserCommand, UserEdit},
 };
-use switchyard_projections::queries::{self, UserWithGroups};
+use switchyard_projections::queries;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState,
+    answer::Answer,
     auth::{Authorized, Caller, section},
     error::{ApiError, ApiResult},
-    etag,
-    extract::{IfMatch, JsonBody, RequestContext},
+    etag::{tagged, with_etag},
+    extract::{IfMatch, JsonBody, Query, RequestContext},
     idempotency::{self, DigestedJson, IdempotencyKey},
     paging::{PageQuery, page},
-    routes::me::{PermissionsView, permissions_view},
+    routes::user_views::{PermissionsView, UserView, permissions_view, phone_field},
+    state::AppState,
 };
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -43,62 +45,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_user, patch_user, delete_user))
         .routes(routes!(user_permissions))
         .routes(routes!(reset_user_totp))
-}
-
-/// A user as the API shows them.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserView {
-    id: String,
-    name: String,
-    email: String,
-    phone: Option<String>,
-    mobile: Option<String>,
-    /// `user` or `administrator`.
-    role: String,
-    /// Ids of the groups the user belongs to.
-    groups: Vec<String>,
-    /// A disabled user cannot log in.
-    enabled: bool,
-    totp_enabled: bool,
-}
-
-impl UserView {
-    pub fn of_member(user_id: UserId, member: &Member) -> Self {
-        Self {
-            id: user_id.to_string(),
-            name: member.profile.name.as_str().to_owned(),
-            email: member.email.as_str().to_owned(),
-            phone: member.profile.phone.as_ref().map(|p| p.as_str().to_owned()),
-            mobile: member
-                .profile
-                .mobile
-                .as_ref()
-                .map(|p| p.as_str().to_owned()),
-            role: member.role.as_str().to_owned(),
-            groups: member.groups.iter().map(ToString::to_string).collect(),
-            enabled: member.enabled,
-            totp_enabled: matches!(member.totp, switchyard_command::user::Totp::On(_)),
-        }
-    }
-
-    fn of_row(row: UserWithGroups) -> Self {
-        Self {
-            id: row.user.id,
-            name: row.user.name,
-            email: row.user.email,
-            phone: row.user.phone,
-            mobile: row.user.mobile,
-            role: row.user.role,
-            groups: row.groups,
-            enabled: row.user.disabled_at.is_none(),
-            totp_enabled: row.user.totp_enabled != 0,
-        }
-    }
-}
-
-/// A resource answer with its version as the ETag.
-pub fn with_etag(status: StatusCode, version: i64, body: impl Serialize) -> Response {
-    (status, [(header::ETAG, etag::format(version))], Json(body)).into_response()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -112,22 +58,6 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
-}
-
-/// Parses an optional phone field: absent keeps, `null` or `""` clears.
-pub fn phone_field(
-    v: &mut Validator,
-    field: &str,
-    raw: Option<Option<String>>,
-) -> Option<Option<Option<PhoneNumber>>> {
-    match raw {
-        None => Some(None),
-        Some(raw) => {
-            let raw = raw.filter(|raw| !raw.trim().is_empty());
-            v.field(field, raw.map(|raw| PhoneNumber::parse(&raw)).transpose())
-                .map(Some)
-        }
-    }
 }
 
 fn parse_groups(v: &mut Validator, raw: Option<Vec<String>>) -> Option<Option<BTreeSet<GroupId>>> {
@@ -171,10 +101,13 @@ fn parse_role(v: &mut Validator, raw: Option<String>) -> Option<Option<Role>> {
 struct NewUserBody {
     #[schema(min_length = 1, max_length = 100)]
     name: String,
+    #[schema(format = Email)]
     email: String,
     /// 8 to 128 characters, not a commonly used password. Write-only.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
     /// `user` (default) or `administrator`.
+    #[schema(value_type = Option<crate::openapi::values::Role>)]
     role: Option<String>,
     /// Group ids.
     #[serde(default)]
@@ -222,9 +155,12 @@ impl NewUserBody {
 struct UserPatch {
     #[schema(min_length = 1, max_length = 100)]
     name: Option<String>,
+    #[schema(format = Email)]
     email: Option<String>,
     /// A new password for the user; their sessions end. Write-only.
+    #[schema(min_length = 8, max_length = 128)]
     password: Option<String>,
+    #[schema(value_type = Option<crate::openapi::values::Role>)]
     role: Option<String>,
     groups: Option<Vec<String>>,
     /// `false` disables the user: they cannot log in and their sessions end.
@@ -290,16 +226,66 @@ async fn resources_of_groups(
     Ok(touched)
 }
 
-/// The limits on a `user` who manages users (administrators have none).
+/// What a command does to a user, as far as the caller's rights go.
+struct Reach<'a> {
+    edit: &'a UserEdit,
+    /// It sets their password.
+    sets_password: bool,
+    /// It deletes them.
+    deletes: bool,
+}
+
+impl Reach<'_> {
+    /// Whether it decides who logs in as `member`: whoever sets their password or email can
+    /// log in as them, enabling them lets them log in again, and deleting them is the end of
+    /// everything they may do.
+    fn controls_login(&self, member: &Member) -> bool {
+        let edit = self.edit;
+        self.sets_password
+            || self.deletes
+            || edit
+                .email
+                .as_ref()
+                .is_some_and(|email| email.normalized() != member.email.normalized())
+            || edit
+                .enabled
+                .is_some_and(|enabled| enabled != member.enabled)
+    }
+}
+
+/// The limits on whoever manages users, administrators included: your own password and
+/// email change at `/v1/me`, which asks for your current password.
+fn check_own_login(caller: &Caller, target: UserId, reach: &Reach) -> ApiResult<()> {
+    if target != caller.user_id {
+        return Ok(());
+    }
+    if reach.sets_password {
+        return Err(ApiError::invalid_field(
+            "password",
+            "change your own password with POST /v1/me/password, which asks for the current one",
+        ));
+    }
+    if reach.edit.email.is_some() {
+        return Err(ApiError::invalid_field(
+            "email",
+            "change your own email with PUT /v1/me, which asks for your current password",
+        ));
+    }
+    Ok(())
+}
+
+/// The limits on a `user` who manages users (administrators have none): nothing beyond
+/// their own rights.
 async fn check_delegation(
     state: &AppState,
     caller: &Caller,
     target: Option<(UserId, &Member)>,
-    edit: &UserEdit,
+    reach: &Reach<'_>,
 ) -> ApiResult<()> {
     if caller.is_administrator() {
         return Ok(());
     }
+    let edit = reach.edit;
     if edit
         .role
         .is_some_and(|role| Some(role) != target.map(|(_, m)| m.role))
@@ -314,6 +300,10 @@ async fn check_delegation(
         }
         if id == caller.user_id && edit.groups.as_ref().is_some_and(|g| *g != member.groups) {
             return Err(ApiError::forbidden("you may not change your own groups"));
+        }
+        if id != caller.user_id && reach.controls_login(member) {
+            let theirs = resources_of_groups(state, caller, member.groups.iter()).await?;
+            caller.require_delegable(theirs)?;
         }
     }
     if let Some(groups) = &edit.groups {
@@ -333,28 +323,26 @@ async fn load_member(state: &AppState, caller: &Caller, id: UserId) -> ApiResult
     }
 }
 
-fn respond(status: StatusCode, outcome: &UserOutcome) -> Response {
-    with_etag(
-        status,
-        outcome.member.version,
-        UserView::of_member(outcome.user_id, &outcome.member),
-    )
+/// The user as `outcome` left them, showing the groups in `live`.
+fn answer(status: StatusCode, outcome: &UserOutcome, live: &BTreeSet<GroupId>) -> Answer {
+    let view = UserView::of_member(outcome.user_id, &outcome.member, live);
+    tagged(status, outcome.member.version, &view)
 }
 
 /// The account's users, oldest first.
-#[utoipa::path(get, path = "/v1/users", params(PageQuery), responses(
+#[utoipa::path(get, path = "/v1/users", params(PageQuery<UserId>), responses(
     (status = 200, body = UserPage), (status = 401), (status = 403),
 ))]
 async fn list_users(
     State(state): State<AppState>,
     caller: Authorized<section::Users>,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<PageQuery<UserId>>,
 ) -> ApiResult<Json<UserPage>> {
     let limit = query.limit()?;
     let rows = queries::users_page(
         &state.db,
         caller.account_id,
-        query.cursor.as_deref(),
+        query.cursor.map(|cursor| cursor.key()).as_deref(),
         limit + 1,
     )
     .await?;
@@ -367,7 +355,11 @@ async fn list_users(
 
 /// Add a user to the account.
 #[utoipa::path(post, path = "/v1/users", request_body = NewUserBody, params(IdempotencyKey), responses(
-    (status = 201, body = UserView, headers(("ETag" = String))),
+    (status = 201, body = UserView, headers(("ETag" = String)), links(
+        ("GetUser" = (operation_id = "get_user", parameters(("id" = "$response.body#/id")))),
+        ("PatchUser" = (operation_id = "patch_user", parameters(("id" = "$response.body#/id")))),
+        ("DeleteUser" = (operation_id = "delete_user", parameters(("id" = "$response.body#/id")))),
+    )),
     (status = 403, description = "Beyond the caller's own rights"),
     (status = 409, description = "The email belongs to another user"),
     (status = 422, description = "Invalid fields, each named"),
@@ -380,8 +372,8 @@ async fn create_user(
     DigestedJson { body, digest }: DigestedJson<NewUserBody>,
 ) -> ApiResult<Response> {
     let account = caller.account_id;
-    let request = add_user(&state, &caller, &context, body);
-    idempotency::once(&state.db, account, key, digest, request).await
+    let request = |claim| add_user(&state, &caller, &context, body, claim);
+    idempotency::once(&state.idempotency, account, key, digest, request).await
 }
 
 async fn add_user(
@@ -389,7 +381,8 @@ async fn add_user(
     caller: &Caller,
     context: &RequestContext,
     body: NewUserBody,
-) -> ApiResult<Response> {
+    claim: Option<KeyClaim>,
+) -> ApiResult<Answer> {
     let new = body.parse().map_err(ApiError::validation)?;
     let edit = UserEdit {
         groups: Some(new.groups.clone()),
@@ -400,7 +393,12 @@ async fn add_user(
             "only administrators may add administrators",
         ));
     }
-    check_delegation(state, caller, None, &edit).await?;
+    let reach = Reach {
+        edit: &edit,
+        sets_password: false,
+        deletes: false,
+    };
+    check_delegation(state, caller, None, &reach).await?;
     let password_hash = state.passwords.hash(new.password.into_secret()).await;
     let metadata = context.metadata_for(caller);
     let new_user = NewUser {
@@ -413,9 +411,18 @@ async fn add_user(
         mobile: new.mobile,
         password_hash,
     };
-    let outcome = team::add_user(&state.commands, new_user, &metadata).await?;
+    // The groups were checked live before the user joined them.
+    let render = |outcome: &UserOutcome| {
+        answer(StatusCode::CREATED, outcome, &outcome.member.groups).stored()
+    };
+    let answering = claim.as_ref().map(|claim| Answering::new(claim, &render));
+    let outcome = team::add_user(&state.commands, new_user, &metadata, answering).await?;
     state.caught_up(outcome.position).await;
-    Ok(respond(StatusCode::CREATED, &outcome))
+    Ok(answer(
+        StatusCode::CREATED,
+        &outcome,
+        &outcome.member.groups,
+    ))
 }
 
 /// One user.
@@ -436,7 +443,7 @@ async fn get_user(
 }
 
 /// Change a user; fields left out stay as they are. A new password ends their sessions.
-#[utoipa::path(patch, path = "/v1/users/{id}", request_body = UserPatch, responses(
+#[utoipa::path(patch, path = "/v1/users/{id}", request_body = UserPatch, params(IfMatch), responses(
     (status = 200, body = UserView, headers(("ETag" = String))),
     (status = 403), (status = 404), (status = 409, description = "Email taken, or the last administrator"),
     (status = 412), (status = 422),
@@ -457,7 +464,13 @@ async fn patch_user(
         .member
         .as_ref()
         .expect("checked by load_member");
-    check_delegation(&state, &caller, Some((id, member)), &edit).await?;
+    let reach = Reach {
+        edit: &edit,
+        sets_password: password.is_some(),
+        deletes: false,
+    };
+    check_own_login(&caller, id, &reach)?;
+    check_delegation(&state, &caller, Some((id, member)), &reach).await?;
     if let Some(password) = password {
         edit.password_hash = Some(state.passwords.hash(password.into_secret()).await);
     }
@@ -471,12 +484,13 @@ async fn patch_user(
         &metadata,
     )
     .await?;
-    state.caught_up(outcome.position).await;
-    Ok(respond(StatusCode::OK, &outcome))
+    state.in_force(outcome.position).await?;
+    let live = queries::live_groups(&state.db, caller.account_id, &outcome.member.groups).await?;
+    Ok(answer(StatusCode::OK, &outcome, &live).into_response())
 }
 
 /// Delete a user; their sessions end. The last administrator cannot be deleted.
-#[utoipa::path(delete, path = "/v1/users/{id}", responses(
+#[utoipa::path(delete, path = "/v1/users/{id}", params(IfMatch), responses(
     (status = 204), (status = 403), (status = 404),
     (status = 409, description = "The account's last administrator"), (status = 412),
 ))]
@@ -494,15 +508,16 @@ async fn delete_user(
         .member
         .as_ref()
         .expect("checked by load_member");
-    check_delegation(&state, &caller, Some((id, member)), &UserEdit::default()).await?;
-    if !caller.is_administrator() {
-        let touched = resources_of_groups(&state, &caller, member.groups.iter()).await?;
-        caller.require_delegable(touched)?;
-    }
+    let reach = Reach {
+        edit: &UserEdit::default(),
+        sets_password: false,
+        deletes: true,
+    };
+    check_delegation(&state, &caller, Some((id, member)), &reach).await?;
     let metadata = context.metadata_for(&caller);
     let position =
         team::delete_user(&state.commands, caller.account_id, id, seen, &metadata).await?;
-    state.caught_up(position).await;
+    state.in_force(position).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -547,7 +562,7 @@ async fn reset_user_totp(
         step: None,
     };
     state
-        .execute::<User>(&id.stream_id(), command, &context.metadata_for(&caller))
+        .execute_in_force::<User>(&id.stream_id(), command, &context.metadata_for(&caller))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,11 +14,13 @@ use switchyard_command::{
     Backend,
     account::Account,
     channels::ChannelsEvent,
-    event_log::{EventCodec, RecordedEvent, decode, read_stream_until},
-    handler::{Aggregate, Loaded, fold},
+    event_log::{EventCodec, RecordedEvent, decode},
+    handler::{Aggregate, Loaded, load_at},
+    ledger::LedgerEvent,
+    roster::{Roster, roster_stream},
     user::{Member, User, UserEvent},
 };
-use switchyard_projections::{Projection, ProjectionError};
+use switchyard_projections::{Projection, ProjectionError, queries::job_id};
 use ulid::Ulid;
 use uuid::Uuid;
 
@@ -59,17 +61,15 @@ impl Projection for Dispatcher {
                     let key = format!("{}:{}", job.kind(), event.event_id);
                     store::enqueue(conn, backend, id, &key, &job, now).await?;
                 }
+                for (id, to, job) in notify_administrators(conn, backend, event).await? {
+                    let key = format!("{}:{}:{to}", job.kind(), event.event_id);
+                    store::enqueue(conn, backend, id, &key, &job, now).await?;
+                }
             }
             Ok(())
         }
         .boxed()
     }
-}
-
-/// The job id for a job asked for by a command that named it (a test's id), or by an event.
-/// Both are UUIDv7, whose first 48 bits are a millisecond timestamp, as a ULID's are.
-pub fn job_id(uuid: Uuid) -> Ulid {
-    Ulid::from(uuid.as_u128())
 }
 
 /// The job an event asks for, if any.
@@ -162,14 +162,53 @@ async fn route(
     Ok(Some((job_id(event.event_id), job)))
 }
 
-/// A stream's state as it stood just before `event`.
+/// The jobs an account-wide event asks for, one per enabled administrator of the account as
+/// it stood then, each with its recipient: the low-balance alert.
+async fn notify_administrators(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    event: &RecordedEvent,
+) -> Result<Vec<(Ulid, String, Job)>, ProjectionError> {
+    if event.stream_type != LedgerEvent::STREAM_TYPE {
+        return Ok(Vec::new());
+    }
+    let LedgerEvent::BalanceFellBelowThreshold {
+        available,
+        threshold,
+    } = decode::<LedgerEvent>(event).map_err(ProjectionError::decode(event))?
+    else {
+        return Ok(Vec::new());
+    };
+    let account_id = event.metadata.account_id;
+    let roster = as_of::<Roster>(conn, backend, &roster_stream(account_id), event).await?;
+    let mut jobs = Vec::new();
+    for administrator in roster.state.administrators() {
+        let user = as_of::<User>(conn, backend, &administrator.stream_id(), event).await?;
+        let Some(member) = user.state.member else {
+            continue;
+        };
+        let to = member.email.as_str().to_owned();
+        // One job per recipient of the event, with an id that a second dispatch gives again.
+        let id = job_id(Uuid::new_v5(&event.event_id, to.as_bytes()));
+        let job = Job::LowBalanceAlert {
+            account_id,
+            to: to.clone(),
+            name: member.profile.name.as_str().to_owned(),
+            available,
+            threshold,
+        };
+        jobs.push((id, to, job));
+    }
+    Ok(jobs)
+}
+
+/// A stream's state as it stood just before `event`: from a snapshot and the events after
+/// it, so a long stream is not folded from its start for every event.
 async fn as_of<A: Aggregate>(
     conn: &mut AnyConnection,
     backend: Backend,
     stream_id: &str,
     event: &RecordedEvent,
 ) -> Result<Loaded<A>, ProjectionError> {
-    let events =
-        read_stream_until(&mut *conn, backend, stream_id, event.global_position - 1).await?;
-    fold::<A>(&events).map_err(ProjectionError::decode(event))
+    Ok(load_at(conn, backend, stream_id, event.global_position - 1).await?)
 }

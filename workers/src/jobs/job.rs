@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use switchyard_command::domain::{AccountId, DateFormat};
+use switchyard_command::domain::{AccountId, DateFormat, Money};
 
 /// One side effect to carry out. Everything a worker needs is in the payload, decided from
 /// the state the event saw, except the channel settings, which are read when it runs (so a
@@ -29,6 +29,15 @@ pub enum Job {
         to: String,
         change: SecurityChange,
         context: NoticeContext,
+    },
+    /// The account's available balance fell below its alert threshold: one administrator
+    /// is told.
+    LowBalanceAlert {
+        account_id: AccountId,
+        to: String,
+        name: String,
+        available: Money,
+        threshold: Money,
     },
     /// Does nothing: measures the queue itself (`switchyard bench jobs`).
     Noop { account_id: AccountId },
@@ -91,15 +100,6 @@ pub struct Persistence {
 }
 
 impl Job {
-    /// Every [`Job::kind`].
-    pub const KINDS: [&'static str; 5] = [
-        "smtp_test",
-        "sms_test",
-        "login_alert",
-        "security_notice",
-        "noop",
-    ];
-
     /// The kind, as `GET /v1/jobs` shows it and filters by it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -107,6 +107,7 @@ impl Job {
             Self::SmsTest { .. } => "sms_test",
             Self::LoginAlert { .. } => "login_alert",
             Self::SecurityNotice { .. } => "security_notice",
+            Self::LowBalanceAlert { .. } => "low_balance_alert",
             Self::Noop { .. } => "noop",
         }
     }
@@ -117,33 +118,44 @@ impl Job {
             | Self::SmsTest { account_id, .. }
             | Self::LoginAlert { account_id, .. }
             | Self::SecurityNotice { account_id, .. }
+            | Self::LowBalanceAlert { account_id, .. }
             | Self::Noop { account_id } => *account_id,
         }
     }
 
     pub fn queue(&self) -> Queue {
         match self {
-            Self::SmtpTest { .. } | Self::LoginAlert { .. } | Self::SecurityNotice { .. } => {
-                Queue::Email
-            }
+            Self::SmtpTest { .. }
+            | Self::LoginAlert { .. }
+            | Self::SecurityNotice { .. }
+            | Self::LowBalanceAlert { .. } => Queue::Email,
             Self::SmsTest { .. } => Queue::Sms,
             Self::Noop { .. } => Queue::Noop,
         }
     }
 
     pub fn persistence(&self) -> Persistence {
-        match self.queue() {
-            // Six attempts over about five minutes (see `backoff`): long enough to ride out a
-            // mail server restart, short enough that a test result is still worth reading.
-            Queue::Email => Persistence {
+        match self {
+            // Someone pressed "Test" and waits for the verdict: one attempt and one quick
+            // retry (after about 5 s, see `backoff`) for a passing glitch, then the report
+            // says what failed.
+            Self::SmtpTest { .. } => Persistence {
+                max_attempts: 2,
+                timeout: Duration::from_secs(120),
+            },
+            Self::SmsTest { .. } => Persistence {
+                max_attempts: 2,
+                timeout: Duration::from_secs(45),
+            },
+            // Nobody waits for these: six attempts over about five minutes ride out a mail
+            // server restart.
+            Self::LoginAlert { .. }
+            | Self::SecurityNotice { .. }
+            | Self::LowBalanceAlert { .. } => Persistence {
                 max_attempts: 6,
                 timeout: Duration::from_secs(120),
             },
-            Queue::Sms => Persistence {
-                max_attempts: 4,
-                timeout: Duration::from_secs(45),
-            },
-            Queue::Noop => Persistence {
+            Self::Noop { .. } => Persistence {
                 max_attempts: 1,
                 timeout: Duration::from_secs(5),
             },
@@ -163,7 +175,47 @@ mod tests {
         };
         let json = serde_json::to_value(&job).unwrap();
         assert_eq!(json["kind"], job.kind());
-        assert!(Job::KINDS.contains(&job.kind()));
+        assert!(switchyard_projections::queries::JOB_KINDS.contains(&job.kind()));
         assert_eq!(serde_json::from_value::<Job>(json).unwrap(), job);
+    }
+
+    #[test]
+    fn tests_retry_once_and_notices_keep_trying() {
+        let account_id = AccountId::new();
+        let to = "ops@example.com".to_owned();
+        let context = NoticeContext {
+            name: "Ops".into(),
+            at: Utc::now(),
+            date_format: DateFormat::YearMonthDay,
+            ip: None,
+            user_agent: None,
+        };
+        for test in [
+            Job::SmtpTest {
+                account_id,
+                to: to.clone(),
+            },
+            Job::SmsTest {
+                account_id,
+                to: to.clone(),
+            },
+        ] {
+            assert_eq!(test.persistence().max_attempts, 2, "{test:?}");
+        }
+        for notice in [
+            Job::LoginAlert {
+                account_id,
+                to: to.clone(),
+                context: context.clone(),
+            },
+            Job::SecurityNotice {
+                account_id,
+                to,
+                change: SecurityChange::PasswordChanged,
+                context,
+            },
+        ] {
+            assert_eq!(notice.persistence().max_attempts, 6, "{notice:?}");
+        }
     }
 }

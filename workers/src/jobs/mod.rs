@@ -2,9 +2,10 @@
 //! completed effect recorded so that running a job again does not repeat it.
 //!
 //! - [`dispatcher`]: events → jobs, queued in the transaction that moves its checkpoint;
-//! - [`runner`]: the apalis workers, one per queue;
+//! - [`runner`]: the apalis workers, one per queue, restarted with a growing delay;
+//! - [`health`]: how they are doing, for `/readyz`;
 //! - [`perform`]: one attempt at one job, through the one send path for each channel;
-//! - [`store`]: the queue insert, the reports a user reads, the effects record.
+//! - [`store`]: the queue insert, the reports of each attempt, the effects record.
 
 mod backoff;
 pub mod dispatcher;
@@ -16,10 +17,12 @@ pub mod store;
 
 use switchyard_command::{Backend, Database};
 
-pub use dispatcher::{Dispatcher, job_id};
+pub use dispatcher::Dispatcher;
 pub use job::{Job, NoticeContext, Queue, SecurityChange};
 pub use perform::JobContext;
 pub use runner::{WorkerOptions, run_workers};
+pub use switchyard_projections::queries::job_id;
+pub use switchyard_projections::worker_health::{QueueHealth, WorkerFailure, WorkerHealth};
 
 /// The apalis tables, in their own migration history (apalis and we both use sqlx's
 /// migrator; sharing its default table would mix the two histories).

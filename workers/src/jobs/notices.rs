@@ -1,5 +1,7 @@
-//! The words of the emails the product sends on its own: the test email, login alerts and
-//! security notices.
+//! The words of the emails the product sends on its own: the test email, login alerts,
+//! security notices and low-balance alerts.
+
+use switchyard_command::domain::Money;
 
 use crate::smtp::Message;
 
@@ -31,6 +33,21 @@ pub fn login_alert(to: &str, context: &NoticeContext) -> Message {
              and tell your administrator.\n",
             name = context.name,
             details = details(context),
+        ),
+    }
+}
+
+pub fn low_balance_alert(to: &str, name: &str, available: &Money, threshold: &Money) -> Message {
+    Message {
+        to: to.to_owned(),
+        subject: "Your account's balance is running low".into(),
+        text_body: format!(
+            "Hello {name},\n\n\
+             The available balance of your account is {available}, below the alert \
+             threshold of {threshold}.\n\n\
+             Renewals and usage stop being charged once nothing is available: make a \
+             payment to top the balance up. You are told again the next time it falls \
+             below the threshold after rising above it.\n"
         ),
     }
 }

@@ -11,14 +11,15 @@ use switchyard_command::{
 };
 
 use super::{job::Job, notices, store::StageReport};
-use crate::{sms, smtp};
+use crate::{outbound::Outbound, sms, smtp};
 
 /// What workers need besides the job.
 pub struct JobContext {
     /// Loads the account's channel settings.
     pub commands: CommandHandler,
     pub secrets: Arc<SecretKeyring>,
-    pub http: reqwest::Client,
+    /// Every connection to a tenant's servers goes through it.
+    pub outbound: Outbound,
     /// A certificate authority SMTP connections trust besides the public ones (PEM or DER).
     pub smtp_extra_root: Option<Vec<u8>>,
 }
@@ -80,6 +81,16 @@ pub async fn perform(context: &JobContext, job: &Job) -> Performed {
             let message = notices::security_notice(to, change, notice);
             send_email(context, *account_id, message).await
         }
+        Job::LowBalanceAlert {
+            account_id,
+            to,
+            name,
+            available,
+            threshold,
+        } => {
+            let message = notices::low_balance_alert(to, name, available, threshold);
+            send_email(context, *account_id, message).await
+        }
         Job::SmsTest { account_id, to } => {
             send_sms(context, *account_id, to, notices::TEST_SMS).await
         }
@@ -118,7 +129,8 @@ fn open_secret(
 async fn send_email(context: &JobContext, account: AccountId, message: smtp::Message) -> Performed {
     match email_settings(context, account).await {
         Ok(settings) => {
-            let delivery = smtp::send(&settings, &message, SMTP_STEP_TIMEOUT).await;
+            let delivery =
+                smtp::send(&context.outbound, &settings, &message, SMTP_STEP_TIMEOUT).await;
             Performed {
                 stages: delivery
                     .stages
@@ -175,18 +187,12 @@ async fn send_sms(context: &JobContext, account: AccountId, to: &str, text: &str
         Ok(settings) => settings,
         Err(failure) => return failure.into(),
     };
-    let delivery = sms::send(&context.http, &settings, to, text, SMS_TIMEOUT).await;
-    let detail = match (&delivery.status, &delivery.body, &delivery.outcome) {
-        (Some(status), Some(body), _) => format!("HTTP {status}: {body}"),
-        (Some(status), None, _) => format!("HTTP {status}"),
-        (None, _, Err(error)) => error.message.clone(),
-        (None, _, Ok(_)) => "accepted".into(),
-    };
+    let delivery = sms::send(context.outbound.http(), &settings, to, text, SMS_TIMEOUT).await;
     Performed {
         stages: vec![StageReport {
             stage: "request".into(),
             ok: delivery.outcome.is_ok(),
-            detail,
+            detail: delivery.detail(),
         }],
         outcome: delivery.outcome.map(|_| ()).map_err(|error| Failure {
             transient: error.is_transient(),

@@ -1,5 +1,7 @@
 //! The workers: one apalis worker per queue, on apalis-sqlite or apalis-postgres over the
-//! same database as the event log, supervised by an apalis `Monitor`.
+//! same database as the event log, each supervised here: a worker that stops with an error
+//! starts again after a growing delay (apalis' own `Monitor` starts it again at once, so a
+//! database that refuses or drops connections made it log thousands of lines a second).
 //!
 //! apalis 1.0's sharp edges, and what this module does about each:
 //! - its workers need a typed pool: one is opened on the event log's database, with the
@@ -14,19 +16,21 @@
 //!   jobs can be slow fetch one job at a time ([`batch_size`]);
 //! - apalis-sqlite's acknowledgement walks every job a worker ever locked unless SQLite
 //!   knows `lock_by` is not selective ([`seed_lock_by_statistics`]);
-//! - any backend error (a busy database, a lost connection) ends a worker: the monitor
-//!   restarts it, under a new name (SQLite refuses a name seen in the last heartbeat);
+//! - any backend error (a busy database, a lost connection) ends a worker: [`supervise`]
+//!   starts it again after [`restart_delays`], under a new name (SQLite refuses a name seen
+//!   in the last heartbeat), logs one line per attempt, and reports it in [`WorkerHealth`];
 //! - a payload that does not decode would end the worker and strand its batch: payloads are
 //!   decoded here, from a JSON value, and a bad one fails its own job only.
 
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::{
-    AbortError, BackendExt, BoxDynError, Data, Monitor, Strategy, StreamStrategy, TaskId,
-    WorkerBuilder, WorkerBuilderExt,
+    AbortError, BackendExt, BoxDynError, Data, Strategy, StreamStrategy, TaskId, WorkerBuilder,
+    WorkerBuilderExt, WorkerError,
 };
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::Utc;
-use futures::Stream;
+use futures::{Stream, future::BoxFuture};
 use serde_json::Value;
 use switchyard_command::{Backend, Database};
 use tokio::sync::watch;
@@ -34,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use ulid::Ulid;
 
 use super::{
+    WorkerHealth,
     backoff::retry_delay,
     job::{Job, Queue},
     perform::{JobContext, Performed, perform},
@@ -42,6 +47,23 @@ use super::{
 
 /// How often an idle worker looks for jobs queued by another process.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// A worker that stopped starts again after this, doubling (with jitter) up to the maximum.
+const RESTART_MIN: Duration = Duration::from_millis(500);
+const RESTART_MAX: Duration = Duration::from_secs(60);
+/// A restarted worker that runs this long counts as well again: the next failure waits
+/// the shortest delay.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+/// The waits before each restart of a worker that keeps stopping: growing, with jitter (so
+/// workers of several processes do not hammer a recovering database in step), capped.
+pub fn restart_delays() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(RESTART_MIN)
+        .with_max_delay(RESTART_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
 
 /// How the workers of one process run.
 #[derive(Debug, Clone)]
@@ -72,14 +94,18 @@ struct Shared {
     context: JobContext,
 }
 
+/// One run of a queue's worker, until shutdown or an error.
+type WorkerRun = BoxFuture<'static, Result<(), WorkerError>>;
+
 /// Runs the workers of every queue until `shutdown`, then lets running jobs finish.
 /// `dispatched` (the dispatcher's checkpoint, when it runs in this process) wakes them as soon
-/// as jobs are committed.
+/// as jobs are committed; `health` is told how they are doing.
 pub async fn run_workers(
     db: Database,
     context: JobContext,
     dispatched: Option<watch::Receiver<i64>>,
     options: WorkerOptions,
+    health: WorkerHealth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
@@ -91,18 +117,19 @@ pub async fn run_workers(
     let name = move |queue: Queue, restarts: usize| {
         format!("{}-{}-{restarts}", queue.name(), &process[..12])
     };
-    let mut monitor = Monitor::new();
-    macro_rules! register_queues {
+    let mut queues = tokio::task::JoinSet::new();
+    macro_rules! start_queues {
         ($storage:ident, $config:path, $pool:expr) => {
             for queue in Queue::ALL {
-                let (pool, shared, dispatched, name) = (
+                let (pool, shared, dispatched, name, stop) = (
                     $pool.clone(),
                     shared.clone(),
                     dispatched.clone(),
                     name.clone(),
+                    shutdown.clone(),
                 );
                 let options = options.clone();
-                monitor = monitor.register(move |restarts| {
+                let start = move |restarts: usize| -> WorkerRun {
                     let config = <$config>::default()
                         .queue(queue.name())
                         .heartbeat_interval(options.heartbeat)
@@ -111,12 +138,18 @@ pub async fn run_workers(
                     let storage = $storage::<Value>::new(&pool)
                         .with_config(config)
                         .poll_with_strategy(wake_strategy(dispatched.clone()));
-                    WorkerBuilder::new(name(queue, restarts))
+                    let worker = WorkerBuilder::new(name(queue, restarts))
                         .backend(storage)
                         .concurrency(options.concurrency)
                         .data(shared.clone())
-                        .build(handle)
-                });
+                        .build(handle);
+                    let stop = stop.clone();
+                    Box::pin(worker.run_until(async move {
+                        stop.cancelled().await;
+                        Ok::<(), WorkerError>(())
+                    }))
+                };
+                queues.spawn(supervise(queue, start, health.clone(), shutdown.clone()));
             }
         };
     }
@@ -124,29 +157,82 @@ pub async fn run_workers(
         Backend::Sqlite => {
             use apalis_sqlite::{Config, SqliteStorage};
             let pool = sqlite_pool(&db).await?;
-            register_queues!(SqliteStorage, Config, pool);
+            start_queues!(SqliteStorage, Config, pool);
         }
         Backend::Postgres => {
             use apalis_postgres::{Config, PostgresStorage};
+            use sqlx::Executor;
+            let setup = db.session_setup();
+            // Lazy: a database that is down now is the workers' to retry, not a start-up error.
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(8)
-                .connect(db.url())
-                .await?;
-            register_queues!(PostgresStorage, Config, pool);
+                .after_connect(move |conn, _| {
+                    let setup = setup.clone();
+                    Box::pin(async move {
+                        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(setup)))
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy(db.url())?;
+            start_queues!(PostgresStorage, Config, pool);
         }
     }
-    monitor
-        .should_restart(|worker, error| {
-            tracing::warn!(worker = worker.name(), %error, "job worker stopped; restarting it");
-            true
-        })
-        .shutdown_timeout(options.shutdown_grace)
-        .run_with_signal(async move {
-            shutdown.cancelled().await;
-            Ok(())
-        })
-        .await?;
+    let grace = options.shutdown_grace;
+    tokio::select! {
+        _ = async { while queues.join_next().await.is_some() {} } => {}
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("jobs still running after the shutdown grace are left to other workers");
+            queues.abort_all();
+        }
+    }
     Ok(())
+}
+
+/// Runs one queue's worker until shutdown; each time it stops with an error, starts it again
+/// after the next of [`restart_delays`], logging one line per attempt.
+async fn supervise(
+    queue: Queue,
+    start: impl Fn(usize) -> WorkerRun,
+    health: WorkerHealth,
+    shutdown: CancellationToken,
+) {
+    health.started(queue.name());
+    let mut delays = restart_delays();
+    let mut failing = false;
+    for restarts in 0.. {
+        let run = start(restarts);
+        tokio::pin!(run);
+        let healthy = tokio::time::sleep(HEALTHY_AFTER);
+        tokio::pin!(healthy);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                _ = &mut healthy, if failing => {
+                    health.recovered(queue.name());
+                    delays = restart_delays();
+                    failing = false;
+                }
+            }
+        };
+        let Err(error) = outcome else {
+            return;
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let delay = delays.next().unwrap_or(RESTART_MAX);
+        tracing::warn!(
+            queue = queue.name(), %error, restarts, ?delay,
+            "job worker stopped; starting it again after a delay"
+        );
+        health.failed(queue.name(), error.to_string(), delay);
+        failing = true;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
 }
 
 /// Jobs a worker fetches at once. apalis 1.0 neither heartbeats nor records starts and ends
@@ -297,5 +383,27 @@ fn effect_key(job: &Job, id: Ulid) -> Option<String> {
     match job {
         Job::Noop { .. } => None,
         _ => Some(format!("{}:{id}", job.kind())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_wait_longer_each_time_up_to_a_cap() {
+        let delays: Vec<Duration> = restart_delays().take(12).collect();
+        // Jitter adds up to the delay itself: each wait lies in [d, 2d), d doubling.
+        for (n, delay) in delays.iter().enumerate().take(6) {
+            let base = RESTART_MIN * 2u32.pow(n as u32);
+            assert!(*delay >= base && *delay < base * 2, "wait {n}: {delay:?}");
+        }
+        assert!(delays.windows(2).take(6).all(|pair| pair[0] < pair[1]));
+        for delay in &delays[8..] {
+            assert!(
+                *delay >= RESTART_MAX && *delay < RESTART_MAX * 2,
+                "{delay:?}"
+            );
+        }
     }
 }

@@ -1,25 +1,20 @@
 //! The job tables: apalis' queue (`Jobs` on SQLite, `apalis.jobs` on PostgreSQL), our
-//! `job_reports` (what a user reads) and `job_effects` (side effects that completed).
+//! `job_reports` (what a user reads, through `switchyard_projections::queries::jobs`) and
+//! `job_effects` (side effects that completed).
 //!
 //! Jobs are queued with our own INSERT, in the dispatcher's transaction: apalis' push API
 //! needs a typed connection, and its PostgreSQL insert has no `ON CONFLICT`, so a duplicate
 //! key would abort the transaction and the checkpoint with it.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, Row, any::AnyRow};
-use switchyard_command::{Backend, Database, domain::AccountId};
+use sqlx::AnyConnection;
+use switchyard_command::{Backend, Database};
 use ulid::Ulid;
 
 use super::job::Job;
 
-/// What one stage of an attempt did, as `GET /v1/jobs/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StageReport {
-    pub stage: String,
-    pub ok: bool,
-    pub detail: String,
-}
+/// What one stage of an attempt did: the shape `GET /v1/jobs/{id}` reads back.
+pub use switchyard_projections::queries::StageReport;
 
 /// Queues `job` under `id` unless a job with the same key is already queued (the dispatcher
 /// applying an event again after a crash), with its report.
@@ -167,89 +162,6 @@ pub async fn effect_completed_at(db: &Database, key: &str) -> Result<Option<Stri
         .bind(key)
         .fetch_optional(&db.pool)
         .await
-}
-
-/// A job as its account sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobView {
-    pub id: String,
-    pub kind: String,
-    /// `queued`, `running`, `succeeded` or `failed`.
-    pub status: String,
-    pub attempts: i64,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    /// When a failed attempt will be tried again.
-    pub retry_at: Option<String>,
-    pub stages: Vec<StageReport>,
-    pub error: Option<String>,
-}
-
-/// Which of an account's jobs to list.
-#[derive(Debug, Clone, Default)]
-pub struct JobFilter {
-    pub kind: Option<String>,
-    pub status: Option<String>,
-    /// Only jobs older than this id (the previous page's last).
-    pub before: Option<String>,
-    pub limit: i64,
-}
-
-const SELECT_VIEWS: &str = "SELECT job_id, kind, status, attempts, created_at, started_at, \
-     finished_at, retry_at, stages, error FROM job_reports ";
-
-/// One of the account's jobs; another account's id finds nothing.
-pub async fn find(
-    db: &Database,
-    account: AccountId,
-    id: &str,
-) -> Result<Option<JobView>, sqlx::Error> {
-    let sql = format!("{SELECT_VIEWS} WHERE account_id = $1 AND job_id = $2");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(account.to_string())
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?;
-    row.as_ref().map(view).transpose()
-}
-
-/// The account's jobs, newest first.
-pub async fn list(
-    db: &Database,
-    account: AccountId,
-    filter: &JobFilter,
-) -> Result<Vec<JobView>, sqlx::Error> {
-    let sql = format!(
-        "{SELECT_VIEWS} WHERE account_id = $1 AND ($2 IS NULL OR kind = $2) \
-         AND ($3 IS NULL OR status = $3) AND job_id < COALESCE($4, '~') \
-         ORDER BY job_id DESC LIMIT $5"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(account.to_string())
-        .bind(filter.kind.as_deref())
-        .bind(filter.status.as_deref())
-        .bind(filter.before.as_deref())
-        .bind(filter.limit)
-        .fetch_all(&db.pool)
-        .await?;
-    rows.iter().map(view).collect()
-}
-
-fn view(row: &AnyRow) -> Result<JobView, sqlx::Error> {
-    let stages: String = row.try_get("stages")?;
-    Ok(JobView {
-        id: row.try_get("job_id")?,
-        kind: row.try_get("kind")?,
-        status: row.try_get("status")?,
-        attempts: row.try_get("attempts")?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        retry_at: row.try_get("retry_at")?,
-        stages: serde_json::from_str(&stages).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        error: row.try_get("error")?,
-    })
 }
 
 /// RFC 3339 UTC with milliseconds: sorts as text, reads as a time.

@@ -1,44 +1,36 @@
-//! Resolving the host and opening the TCP connection, telling apart the failures a user fixes
-//! differently: a wrong name, nothing listening, or no answer at all.
+//! Opening the TCP connection through the outbound policy, telling apart the failures a user
+//! fixes differently: a wrong name, an address the service may not connect to, nothing
+//! listening, or no answer at all.
 
 use std::{io, net::SocketAddr, time::Duration};
 
 use lettre::transport::smtp::extension::ClientId;
-use tokio::net::{TcpStream, lookup_host};
+use tokio::net::TcpStream;
 
-use super::{
-    failure::{Failure, FailureKind},
-    within,
-};
+use super::failure::{Failure, FailureKind};
+use crate::outbound::{Outbound, OutboundError};
 
-/// Connects to the first of the host's addresses that accepts, each attempt bounded by
+/// Connects to the first of the host's allowed addresses that accepts, each step bounded by
 /// `timeout`; returns the stream and the address it reached.
 pub(super) async fn connect(
+    outbound: &Outbound,
     host: &str,
     port: u16,
     timeout: Duration,
 ) -> Result<(TcpStream, SocketAddr), Failure> {
-    let addresses: Vec<SocketAddr> = within(timeout, "while resolving the host name", async {
-        lookup_host((host, port))
-            .await
-            .map(Iterator::collect)
-            .map_err(|error| Failure::new(FailureKind::NameNotResolved, error.to_string()))
-    })
-    .await?;
-    let mut last_failure = Failure::new(FailureKind::NameNotResolved, "the name has no address");
-    for address in addresses {
-        let attempt = within(timeout, "while connecting", async {
-            TcpStream::connect(address)
-                .await
-                .map_err(|error| refused_or_failed(address, &error))
+    outbound
+        .connect_tcp(host, port, timeout)
+        .await
+        .map_err(|error| match error {
+            OutboundError::NotResolved { reason, .. } => {
+                Failure::new(FailureKind::NameNotResolved, reason)
+            }
+            OutboundError::NotAllowed { .. } => {
+                Failure::new(FailureKind::AddressNotAllowed, error.to_string())
+            }
+            OutboundError::TimedOut { .. } => Failure::new(FailureKind::Timeout, error.to_string()),
+            OutboundError::Connect { address, error } => refused_or_failed(address, &error),
         })
-        .await;
-        match attempt {
-            Ok(stream) => return Ok((stream, address)),
-            Err(failure) => last_failure = failure,
-        }
-    }
-    Err(last_failure)
 }
 
 fn refused_or_failed(address: SocketAddr, error: &io::Error) -> Failure {

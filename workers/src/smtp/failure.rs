@@ -7,6 +7,7 @@ use lettre::transport::smtp::Error as SmtpError;
 use serde::{Deserialize, Serialize};
 
 use super::StageName;
+use crate::outbound::excerpt;
 
 /// Why an email was not delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -36,6 +37,9 @@ pub enum FailureKind {
     InvalidMessage,
     /// The host name has no address.
     NameNotResolved,
+    /// The host is, or resolves only to, addresses the service may not connect to (private,
+    /// loopback, link-local, …): nothing was sent.
+    AddressNotAllowed,
     /// Nothing listens on that host and port.
     ConnectionRefused,
     /// The connection could not be made or broke off (unreachable network, reset, closed).
@@ -86,6 +90,7 @@ impl FailureKind {
             Self::InvalidSettings
             | Self::InvalidMessage
             | Self::NameNotResolved
+            | Self::AddressNotAllowed
             | Self::ConnectionRefused
             | Self::ConnectionFailed
             | Self::Timeout
@@ -156,7 +161,7 @@ impl Failure {
         if let Some(code) = error.status() {
             // lettre keeps a negative reply's text (all its lines) as the error's source.
             let text = error.source().map(ToString::to_string).unwrap_or_default();
-            return Self::refused(stage, code.into(), format!("{code} {text}"));
+            return Self::refused(stage, code.into(), excerpt(&format!("{code} {text}")));
         }
         let cause = root_cause(error);
         if error.is_response() {
@@ -166,7 +171,7 @@ impl Failure {
             }
             return Self::new(
                 FailureKind::ProtocolError,
-                format!("unexpected reply: {cause}"),
+                format!("unexpected reply: {}", excerpt(&cause)),
             );
         }
         if error.is_client() {
@@ -186,6 +191,10 @@ impl Failure {
             FailureKind::NameNotResolved => format!(
                 "The SMTP host name \"{host}\" could not be resolved ({detail}): check the host \
                  name"
+            ),
+            FailureKind::AddressNotAllowed => format!(
+                "The SMTP host \"{host}\" was not contacted ({detail}): give the mail server's \
+                 public name or address, or ask the operator to allow the range"
             ),
             FailureKind::ConnectionRefused => format!(
                 "{server} refused the connection: check the host and port, and that the mail \

@@ -29,6 +29,7 @@ use self::{
     opening::{Greeted, read_greeting},
     prepare::{Prepared, Transport, prepare},
 };
+use crate::outbound::Outbound;
 
 /// Passwords at least this long are removed from the recorded delivery.
 const MIN_REDACTED_PASSWORD_CHARS: usize = 8;
@@ -112,12 +113,18 @@ impl StageName {
     }
 }
 
-/// Sends `message` as `settings` say, bounding every network step (resolving, connecting, the
-/// handshake, each command) by `timeout`. Never fails: every outcome is a delivery to record.
-pub async fn send(settings: &SmtpSettings, message: &Message, timeout: Duration) -> Delivery {
+/// Sends `message` as `settings` say, connecting through `outbound` (so only to addresses its
+/// policy allows), bounding every network step (resolving, connecting, the handshake, each
+/// command) by `timeout`. Never fails: every outcome is a delivery to record.
+pub async fn send(
+    outbound: &Outbound,
+    settings: &SmtpSettings,
+    message: &Message,
+    timeout: Duration,
+) -> Delivery {
     let mut progress = Progress::default();
     let outcome = match prepare(settings, message) {
-        Ok(prepared) => deliver(settings, &prepared, timeout, &mut progress).await,
+        Ok(prepared) => deliver(outbound, settings, &prepared, timeout, &mut progress).await,
         Err(failure) => Err(failure),
     };
     let delivery = Delivery {
@@ -133,12 +140,13 @@ pub async fn send(settings: &SmtpSettings, message: &Message, timeout: Duration)
 }
 
 async fn deliver(
+    outbound: &Outbound,
     settings: &SmtpSettings,
     prepared: &Prepared,
     timeout: Duration,
     progress: &mut Progress,
 ) -> Result<(), Failure> {
-    let mut connection = open(settings, prepared, timeout, progress).await?;
+    let mut connection = open(outbound, settings, prepared, timeout, progress).await?;
     let outcome = transfer(&mut connection, prepared, timeout, progress).await;
     // A server that answered a refusal is still listening; one that timed out or broke is not.
     let server_answered = match &outcome {
@@ -153,6 +161,7 @@ async fn deliver(
 
 /// The connect and tls stages: from nothing to a session lettre has said EHLO on.
 async fn open(
+    outbound: &Outbound,
     settings: &SmtpSettings,
     prepared: &Prepared,
     timeout: Duration,
@@ -162,13 +171,13 @@ async fn open(
     match &prepared.transport {
         Transport::Plain => {
             let opened = async {
-                let (greeted, greeting) = connect_and_greet(host, port, timeout).await?;
+                let (greeted, greeting) = connect_and_greet(outbound, host, port, timeout).await?;
                 Ok((greeted.into_session(timeout).await?, greeting))
             };
             progress.record(StageName::Connect, opened.await)
         }
         Transport::StartTls(tls) => {
-            let connected = connect_and_greet(host, port, timeout).await;
+            let connected = connect_and_greet(outbound, host, port, timeout).await;
             let greeted = progress.record(StageName::Connect, connected)?;
             let secured = async {
                 let (secured, handshake) = greeted.start_tls(tls, timeout).await?;
@@ -178,7 +187,7 @@ async fn open(
         }
         Transport::ImplicitTls(tls) => {
             let connected = async {
-                let (stream, peer) = connect::connect(host, port, timeout).await?;
+                let (stream, peer) = connect::connect(outbound, host, port, timeout).await?;
                 Ok(((stream, peer), format!("connected to {peer}")))
             };
             let (stream, peer) = progress.record(StageName::Connect, connected.await)?;
@@ -196,11 +205,12 @@ async fn open(
 
 /// Connects and reads the greeting, which is the detail to record.
 async fn connect_and_greet(
+    outbound: &Outbound,
     host: &str,
     port: u16,
     timeout: Duration,
 ) -> Result<(Greeted<TcpStream>, String), Failure> {
-    let (stream, peer) = connect::connect(host, port, timeout).await?;
+    let (stream, peer) = connect::connect(outbound, host, port, timeout).await?;
     let hello = connect::hello_name(&stream);
     let greeted = read_greeting(stream, peer, hello, timeout).await?;
     let greeting = greeted.greeting.clone();

@@ -4,6 +4,7 @@ use lettre::transport::smtp::response::Response;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use super::failure::{Failure, FailureKind};
+use crate::outbound::excerpt;
 
 /// The most a reply may take, as lettre allows (Postfix's `smtp_response_limit`): a server
 /// cannot fill our memory.
@@ -40,17 +41,17 @@ pub(super) async fn read_reply<R: AsyncBufRead + Unpin>(
             return text.parse().map_err(|_| {
                 Failure::new(
                     FailureKind::ProtocolError,
-                    format!("unexpected reply: {}", text.trim_end()),
+                    format!("unexpected reply: {}", excerpt(&text)),
                 )
             });
         }
     }
 }
 
-/// "250 2.1.0 Ok": the code and the text, lines joined by spaces.
+/// "250 2.1.0 Ok": the code and the text, lines joined by spaces, as an [`excerpt`].
 pub(super) fn reply_text(reply: &Response) -> String {
     let text: Vec<&str> = reply.message().collect();
-    format!("{} {}", reply.code(), text.join(" "))
+    excerpt(&format!("{} {}", reply.code(), text.join(" ")))
 }
 
 #[cfg(test)]

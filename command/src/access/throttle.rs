@@ -2,7 +2,8 @@
 //! out, per client and per account, in a way an attacker cannot turn into a lockout of the
 //! real user.
 //!
-//! Two counters see every failed login (a wrong password, or an email nobody has):
+//! Two counters see every failed attempt at a password: a wrong password or second factor,
+//! or an email nobody has, at login or when a signed-in user confirms who they are:
 //!
 //! - **per client**, the email at one client address: from the third attempt of a streak the
 //!   answer is slowed down, and the fifth failure locks that client out of that email. A
@@ -18,22 +19,30 @@
 //! forgotten, lockout lengths included. A success does not clear the account counter: the
 //! real user logging in must not reset an attack's lockout.
 //!
+//! An attempt is counted as a failure *before* its password is verified, in the write
+//! transaction that checks the lockout and holds both its rows (the upsert that reads a row
+//! locks it on PostgreSQL; SQLite has one writer): attempts at the same moment cannot all
+//! pass the check before one of them fails, so no more than `lock_after` passwords are ever
+//! verified in a streak. A success takes its count back ([`LoginThrottle::succeeded`]), as
+//! does an attempt that was neither right nor wrong ([`LoginThrottle::withdraw`]).
+//!
 //! The counters are operational state like sessions, not events: failed logins must not grow
-//! the event log. A failure updates both its rows in one write transaction that holds them
-//! (the upsert that reads a row locks it on PostgreSQL; SQLite has one writer), so failures
-//! at the same moment all count. Rows past their use are ignored when read, overwritten by
-//! the next failure, and deleted by [`LoginThrottle::prune`], which the caller runs
-//! periodically.
+//! the event log. Rows past their use are ignored when read, overwritten by the next
+//! failure, and deleted by [`LoginThrottle::prune`], which the caller runs periodically.
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use sqlx::{Any, Row, Transaction, any::AnyRow};
-use switchyard_command::Database;
+
+use crate::{
+    Database,
+    timestamp::{format as timestamp, parse as parse_timestamp},
+};
 
 /// Which counter a lockout holds: `Client` (this client at this email) or `Account` (this
 /// email, for clients not known to it). The user aggregate's type, since lockouts are audited.
-pub use switchyard_command::user::LockoutScope;
+pub use crate::user::LockoutScope;
 
 /// The `client` to pass when the address is not known. Such requests share one counter per
 /// email, and it is never remembered as a known client.
@@ -131,12 +140,13 @@ fn doubled(first: Duration, times: u32) -> Duration {
     first.saturating_mul(2u32.saturating_pow(times))
 }
 
-/// What [`LoginThrottle::check`] answers before a password is verified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What [`LoginThrottle::reserve`] answers before a password is verified.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Verify the password, answering a failure no sooner than `delay` after the request
-    /// came in (or sleep `delay` before verifying).
-    Proceed { delay: Duration },
+    /// Verify the password, answering a failure no sooner than the attempt's `delay` after
+    /// the request came in (or sleep `delay` before verifying). The attempt already counts
+    /// as a failure: tell the throttle how it ended.
+    Proceed(Attempt),
     /// Do not verify the password; answer 429 with `Retry-After` (whole seconds, at least 1).
     Refused { retry_after: Duration },
 }
@@ -148,6 +158,31 @@ pub struct Lockout {
     pub until: DateTime<Utc>,
     /// Failures of the streak, counting the one that started the lockout.
     pub failures: u32,
+}
+
+/// An attempt that [`LoginThrottle::reserve`] let through. It counts as a failure from the
+/// start; [`LoginThrottle::succeeded`] or [`LoginThrottle::withdraw`] takes it back, and a
+/// failure leaves it counted (nothing to call: audit its [`Attempt::lockouts`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Attempt {
+    email: String,
+    client: String,
+    delay: Duration,
+    lockouts: Vec<Lockout>,
+    /// The client's and the account's counter rows before and after this attempt counted.
+    counted: [(Counter, Counter); 2],
+}
+
+impl Attempt {
+    /// The slow-down of the client's streak before this attempt.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// The lockouts that counting this attempt started: audit them when it fails.
+    pub fn lockouts(&self) -> &[Lockout] {
+        &self.lockouts
+    }
 }
 
 /// Login throttling over the database's `login_throttle_*` and `login_known_clients` tables.
@@ -162,9 +197,12 @@ impl LoginThrottle {
         Self { db, policy }
     }
 
-    /// Before verifying a password: may `client` try `email` now? `email` is normalized;
-    /// `client` is the client's IP address, or [`UNKNOWN_CLIENT`].
-    pub async fn check(
+    /// Before verifying a password: may `client` try `email` now? If so, the attempt is
+    /// counted as a failure at once, in the transaction that checked, so that attempts at
+    /// the same moment cannot all pass the check before any of them fails: at most
+    /// `lock_after` of them are let through. `email` is normalized; `client` is the client's
+    /// IP address, or [`UNKNOWN_CLIENT`]. A refused attempt is not counted.
+    pub async fn reserve(
         &self,
         email: &str,
         client: &str,
@@ -172,79 +210,67 @@ impl LoginThrottle {
     ) -> Result<Verdict, sqlx::Error> {
         let now = now.trunc_subsecs(6);
         let policy = &self.policy;
-        let own = CLIENTS
-            .read(&self.db, &[email, client])
-            .await?
-            .at(now, policy.forget_after);
-        let mut until = own.locked(now);
-        let account = ACCOUNTS
-            .read(&self.db, &[email])
-            .await?
-            .at(now, policy.forget_after);
-        if let Some(account_until) = account.locked(now)
-            && !self.is_known(email, client, now).await?
+        let mut tx = self.db.begin_write().await?;
+        // Always the client's row before the account's, so transactions cannot deadlock.
+        let own = CLIENTS.hold(&mut tx, &[email, client], now).await?;
+        let account = ACCOUNTS.hold(&mut tx, &[email], now).await?;
+        let mut until = own.at(now, policy.forget_after).locked(now);
+        if let Some(account_until) = account.at(now, policy.forget_after).locked(now)
+            && !self.is_known(&mut tx, email, client, now).await?
         {
             until = until.max(Some(account_until));
         }
-        Ok(match until {
-            Some(until) => Verdict::Refused {
+        if let Some(until) = until {
+            return Ok(Verdict::Refused {
                 retry_after: retry_after(until, now),
-            },
-            None => Verdict::Proceed {
-                delay: policy.delay(own.streak(now, &policy.client)),
-            },
-        })
-    }
-
-    /// After a wrong password, or an email nobody has: counts the failure for the client and
-    /// the account. Returns the lockouts this failure started (none, one, or both scopes),
-    /// which the caller audits. A failure during a lockout counts but does not extend it.
-    pub async fn record_failure(
-        &self,
-        email: &str,
-        client: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Lockout>, sqlx::Error> {
-        let now = now.trunc_subsecs(6);
-        let policy = &self.policy;
+            });
+        }
+        let delay = policy.delay(own.at(now, policy.forget_after).streak(now, &policy.client));
         let mut lockouts = Vec::new();
-        let mut tx = self.db.begin_write().await?;
-        // Always the client's row before the account's, so transactions cannot deadlock.
-        for (table, key, rule) in [
+        let mut counted = [(own, own), (account, account)];
+        for ((table, key, rule), (before, after)) in [
             (&CLIENTS, &[email, client][..], &policy.client),
             (&ACCOUNTS, &[email][..], &policy.account),
-        ] {
-            let mut counter = table
-                .hold(&mut tx, key, now)
-                .await?
-                .at(now, policy.forget_after);
-            if let Some(until) = counter.fail(now, rule) {
+        ]
+        .into_iter()
+        .zip(&mut counted)
+        {
+            *after = before.at(now, policy.forget_after);
+            if let Some(until) = after.fail(now, rule) {
                 lockouts.push(Lockout {
                     scope: table.scope,
                     until,
-                    failures: counter.failures,
+                    failures: after.failures,
                 });
             }
-            table.save(&mut tx, key, &counter).await?;
+            table.save(&mut tx, key, after).await?;
         }
         tx.commit().await?;
-        Ok(lockouts)
+        Ok(Verdict::Proceed(Attempt {
+            email: email.to_owned(),
+            client: client.to_owned(),
+            delay,
+            lockouts,
+            counted,
+        }))
     }
 
-    /// After a successful login: clears the client's failures at `email` and remembers it as
-    /// known to `email` (unless it is [`UNKNOWN_CLIENT`]). The account counter stays.
-    pub async fn record_success(
-        &self,
-        email: &str,
-        client: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), sqlx::Error> {
+    /// The attempt logged in: it is no failure, and the client's failures at the email are
+    /// cleared (its lockout too, for a login the caller let through); the client is
+    /// remembered as known to the email (unless it is [`UNKNOWN_CLIENT`]). The account
+    /// counter keeps the failures of others: the real user logging in must not reset an
+    /// attack's lockout.
+    pub async fn succeeded(&self, attempt: Attempt, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
         let now = now.trunc_subsecs(6);
+        let Attempt { email, client, .. } = &attempt;
         let mut tx = self.db.begin_write().await?;
         sqlx::query("DELETE FROM login_throttle_clients WHERE email = $1 AND client = $2")
             .bind(email)
             .bind(client)
             .execute(&mut *tx)
+            .await?;
+        ACCOUNTS
+            .refund(&mut tx, &[email], attempt.counted[1], now)
             .await?;
         if rememberable(client) {
             sqlx::query(
@@ -260,6 +286,21 @@ impl LoginThrottle {
             .execute(&mut *tx)
             .await?;
         }
+        tx.commit().await
+    }
+
+    /// The attempt was neither right nor wrong (say, the password was right but a second
+    /// factor is needed): it stops counting, and nothing else changes.
+    pub async fn withdraw(&self, attempt: Attempt, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        let now = now.trunc_subsecs(6);
+        let Attempt { email, client, .. } = &attempt;
+        let mut tx = self.db.begin_write().await?;
+        CLIENTS
+            .refund(&mut tx, &[email, client], attempt.counted[0], now)
+            .await?;
+        ACCOUNTS
+            .refund(&mut tx, &[email], attempt.counted[1], now)
+            .await?;
         tx.commit().await
     }
 
@@ -301,6 +342,7 @@ impl LoginThrottle {
 
     async fn is_known(
         &self,
+        tx: &mut Transaction<'static, Any>,
         email: &str,
         client: &str,
         now: DateTime<Utc>,
@@ -315,7 +357,7 @@ impl LoginThrottle {
         .bind(email)
         .bind(client)
         .bind(timestamp(before(now, self.policy.known_client_for)))
-        .fetch_optional(&self.db.pool)
+        .fetch_optional(&mut **tx)
         .await?;
         Ok(row.is_some())
     }
@@ -363,6 +405,19 @@ impl Counter {
         self.locked_until.filter(|until| *until > now)
     }
 
+    /// Takes back the failure that moved the row from `before` to `after`: all that it
+    /// changed, a lockout it started included, when nothing else has counted since (the row
+    /// is still `after`); else only the failure itself.
+    fn refund(self, (before, after): (Self, Self)) -> Self {
+        match self == after {
+            true => before,
+            false => Self {
+                failures: self.failures.saturating_sub(1),
+                ..self
+            },
+        }
+    }
+
     /// Counts a failure at `now`; returns the end of the lockout it starts, if it does.
     fn fail(&mut self, now: DateTime<Utc>, rule: &LockRule) -> Option<DateTime<Utc>> {
         let locked = self.locked(now).is_some();
@@ -381,7 +436,6 @@ impl Counter {
 /// The statements of one counter table. Key columns bind first, in the order given.
 struct CounterTable {
     scope: LockoutScope,
-    select: &'static str,
     /// Reads the row for update, creating it if missing. The no-op `DO UPDATE` locks an
     /// existing row until the transaction ends on PostgreSQL, as the insert does a new one
     /// (a concurrent insert waits for it, then takes the update path on the committed row).
@@ -391,8 +445,6 @@ struct CounterTable {
 
 const CLIENTS: CounterTable = CounterTable {
     scope: LockoutScope::Client,
-    select: "SELECT failures, lockouts, last_failure_at, locked_until \
-             FROM login_throttle_clients WHERE email = $1 AND client = $2",
     hold: "INSERT INTO login_throttle_clients \
            (email, client, failures, lockouts, last_failure_at) VALUES ($1, $2, 0, 0, $3) \
            ON CONFLICT (email, client) DO UPDATE SET failures = login_throttle_clients.failures \
@@ -404,8 +456,6 @@ const CLIENTS: CounterTable = CounterTable {
 
 const ACCOUNTS: CounterTable = CounterTable {
     scope: LockoutScope::Account,
-    select: "SELECT failures, lockouts, last_failure_at, locked_until \
-             FROM login_throttle_accounts WHERE email = $1",
     hold: "INSERT INTO login_throttle_accounts \
            (email, failures, lockouts, last_failure_at) VALUES ($1, 0, 0, $2) \
            ON CONFLICT (email) DO UPDATE SET failures = login_throttle_accounts.failures \
@@ -416,17 +466,6 @@ const ACCOUNTS: CounterTable = CounterTable {
 };
 
 impl CounterTable {
-    async fn read(&self, db: &Database, key: &[&str]) -> Result<Counter, sqlx::Error> {
-        let mut query = sqlx::query(self.select);
-        for part in key {
-            query = query.bind(*part);
-        }
-        query
-            .fetch_optional(&db.pool)
-            .await?
-            .map_or(Ok(Counter::default()), |row| counter(&row))
-    }
-
     async fn hold(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -459,6 +498,18 @@ impl CounterTable {
             .await?;
         Ok(())
     }
+
+    /// Takes back an attempt's failure from this table's row (see [`Counter::refund`]).
+    async fn refund(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        key: &[&str],
+        counted: (Counter, Counter),
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let current = self.hold(tx, key, now).await?;
+        self.save(tx, key, &current.refund(counted)).await
+    }
 }
 
 fn counter(row: &AnyRow) -> Result<Counter, sqlx::Error> {
@@ -474,17 +525,6 @@ fn counter(row: &AnyRow) -> Result<Counter, sqlx::Error> {
             .map(|at| parse_timestamp(&at))
             .transpose()?,
     })
-}
-
-/// Times are stored as RFC 3339 UTC with microseconds, so that they compare as text.
-fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, sqlx::Error> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 fn after(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
@@ -539,6 +579,30 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_undoes_all_of_an_untouched_failure_and_only_the_failure_else() {
+        let rule = ThrottlePolicy::default().client;
+        let before = Counter {
+            failures: 4,
+            lockouts: 2,
+            last_failure: Some(t0()),
+            locked_until: None,
+        };
+        let mut after = before;
+        assert!(after.fail(t0() + TimeDelta::seconds(1), &rule).is_some());
+        assert_eq!(after.refund((before, after)), before, "lockout included");
+        let mut later = after;
+        later.fail(t0() + TimeDelta::seconds(2), &rule);
+        assert_eq!(
+            later.refund((before, after)),
+            Counter {
+                failures: 5,
+                ..later
+            },
+            "another failure counted since: only ours is taken back"
+        );
+    }
+
+    #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
         let now = t0();
         let wait = |micros| retry_after(now + TimeDelta::microseconds(micros), now);
@@ -547,18 +611,5 @@ mod tests {
         assert_eq!(wait(1_000_001), secs(2));
         assert_eq!(wait(0), secs(1));
         assert_eq!(wait(-5), secs(1));
-    }
-
-    #[test]
-    fn timestamps_sort_as_text() {
-        let a = timestamp(t0());
-        let b = timestamp(t0() + TimeDelta::microseconds(1));
-        let c = timestamp(t0() + TimeDelta::seconds(10));
-        assert!(a < b && b < c, "{a} {b} {c}");
-        assert_eq!(a, "2025-03-01T12:00:00.000000Z");
-        assert_eq!(
-            parse_timestamp(&b).unwrap(),
-            t0() + TimeDelta::microseconds(1)
-        );
     }
 }
