@@ -240,8 +240,11 @@ pub enum GatewaysEvent {
         gateway_id: GatewayId,
         settings: GatewaySettings,
     },
+    /// `provider` and `mode` say which slot it frees.
     GatewayRemoved {
         gateway_id: GatewayId,
+        provider: Provider,
+        mode: Mode,
     },
     /// "Verify": ask the provider whether it takes the credentials. `verification_id` names
     /// the job.
@@ -364,8 +367,12 @@ impl Aggregate for Gateways {
                 })
             }
             GatewaysCommand::Remove { gateway_id, seen } => {
-                self.current(gateway_id, seen)?;
-                Ok(vec![GatewaysEvent::GatewayRemoved { gateway_id }])
+                let (provider, mode) = self.current(gateway_id, seen)?.value.slot();
+                Ok(vec![GatewaysEvent::GatewayRemoved {
+                    gateway_id,
+                    provider,
+                    mode,
+                }])
             }
             GatewaysCommand::RequestVerification {
                 gateway_id,
@@ -397,7 +404,7 @@ impl Aggregate for Gateways {
                 };
                 self.gateways.insert(gateway_id, value);
             }
-            GatewaysEvent::GatewayRemoved { gateway_id } => {
+            GatewaysEvent::GatewayRemoved { gateway_id, .. } => {
                 self.gateways.remove(&gateway_id);
             }
             GatewaysEvent::GatewayVerificationRequested { .. } => {}
@@ -456,7 +463,11 @@ mod tests {
         // A removed gateway frees its slot.
         given::<Gateways>(vec![
             added(first, stripe(Mode::Test)),
-            GatewaysEvent::GatewayRemoved { gateway_id: first },
+            GatewaysEvent::GatewayRemoved {
+                gateway_id: first,
+                provider: Provider::Stripe,
+                mode: Mode::Test,
+            },
         ])
         .when(GatewaysCommand::Add {
             gateway_id: second,

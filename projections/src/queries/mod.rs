@@ -5,10 +5,12 @@ use serde_json::Value;
 use sqlx::{FromRow, Row};
 use switchyard_command::{Database, domain::AccountId};
 
+mod gateways;
 mod jobs;
 mod ledger;
 mod users;
 
+pub use gateways::*;
 pub use jobs::*;
 pub use ledger::*;
 pub use users::*;
