@@ -344,7 +344,11 @@ impl GatewayBody {
                         secret_key,
                         secret_key_last4,
                         webhook_secret,
-                    }) => Some((publishable_key, (secret_key, secret_key_last4), webhook_secret)),
+                    }) => Some((
+                        publishable_key,
+                        (secret_key, secret_key_last4),
+                        webhook_secret,
+                    )),
                     _ => None,
                 };
                 let publishable_key = match (self.publishable_key, current) {
@@ -490,11 +494,7 @@ fn gateway_id(raw: &str) -> ApiResult<GatewayId> {
 }
 
 /// The gateway as it is on the account's stream; another account's is not found.
-async fn current(
-    state: &AppState,
-    caller: &Caller,
-    id: GatewayId,
-) -> ApiResult<GatewaySettings> {
+async fn current(state: &AppState, caller: &Caller, id: GatewayId) -> ApiResult<GatewaySettings> {
     let gateways: Loaded<Gateways> = state.load(&gateways_stream(caller.account_id)).await?;
     gateways
         .state
