@@ -552,6 +552,7 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
         ("PUT", "/v1/account/sms") => json!({"provider": "http", "from_number": "+14155550100",
             "base_url": "https://sms.example.com/send"}),
         ("PUT", "/v1/me") => json!({"name": "Admin", "email": common::ADMIN_EMAIL}),
+        ("PATCH", "/v1/gateways/{id}") => json!({"currencies": ["USD"]}),
         ("PATCH", _) => json!({"name": "Renamed"}),
         _ => return None,
     })
