@@ -172,6 +172,7 @@ pub async fn setup(backend: Backend) -> Setup {
 
     let invalid = json!({"name": ""});
     let invalid_to = json!({"to": "nobody"});
+    let invalid_gateway = json!({"currencies": []});
     let invalid_money = json!({"amount": "twelve", "currency": "USD"});
     let endpoints = [
         endpoint(Method::GET, "/healthz", Rule::Public),
@@ -224,12 +225,12 @@ pub async fn setup(backend: Backend) -> Setup {
         )
         .body(json!({"account_id": "", "amount": invalid_money, "reason": ""})),
         endpoint(Method::GET, "/v1/gateways", Rule::Section),
-        endpoint(Method::POST, "/v1/gateways", Rule::Section).body(invalid.clone()),
+        endpoint(Method::POST, "/v1/gateways", Rule::Section).body(invalid_gateway.clone()),
         endpoint(Method::GET, "/v1/gateways/{id}", Rule::Section)
             .at(format!("/v1/gateways/{gateway}")),
         endpoint(Method::PATCH, "/v1/gateways/{id}", Rule::Section)
             .at(format!("/v1/gateways/{gateway}"))
-            .body(invalid.clone()),
+            .body(invalid_gateway),
         endpoint(Method::DELETE, "/v1/gateways/{id}", Rule::Section)
             .at(format!("/v1/gateways/{gateway}")),
         endpoint(Method::POST, "/v1/gateways/{id}/verify", Rule::Section)
