@@ -95,7 +95,10 @@ pub fn check_stripe_key(kind: StripeKey, mode: Mode, key: &str) -> Result<(), In
         .iter()
         .map(|prefix| format!("{prefix}_{}_", mode.as_str()))
         .collect();
-    if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || key.len() > 500 {
+    if key.len() > 500 {
+        return Err(InvalidValue("must be at most 500 characters".into()));
+    }
+    if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(InvalidValue(
             "is not a Stripe key: letters, digits and `_` only".into(),
         ));

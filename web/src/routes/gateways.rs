@@ -230,7 +230,7 @@ fn optional_field<T: Clone>(
     }
 }
 
-/// What the request leaves of the provider's fields: `Some` when it was sent.
+/// Refuses the other provider's fields the request sent (`true`).
 fn refuse_others(v: &mut Validator, provider: Provider, others: &[(&str, bool)]) {
     for (field, sent) in others {
         if *sent {
