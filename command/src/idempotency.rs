@@ -183,25 +183,25 @@ impl IdempotencyKeys {
         };
         let sql = SQL.get(self.db.backend);
         let inserted = sqlx::query(sql.claim.as_str())
-        .bind(account.to_string())
-        .bind(key)
-        .bind(digest)
-        .bind(claim.token.to_string())
-        .bind(timestamp::format(now))
-        .execute(&self.db.pool)
-        .await?;
+            .bind(account.to_string())
+            .bind(key)
+            .bind(digest)
+            .bind(claim.token.to_string())
+            .bind(timestamp::format(now))
+            .execute(&self.db.pool)
+            .await?;
         if inserted.rows_affected() == 1 {
             return Ok(Claim::Fresh(claim));
         }
         let taken_over = sqlx::query(sql.take_over.as_str())
-        .bind(digest)
-        .bind(claim.token.to_string())
-        .bind(timestamp::format(now))
-        .bind(account.to_string())
-        .bind(key)
-        .bind(timestamp::format(now - self.abandoned_after))
-        .execute(&self.db.pool)
-        .await?;
+            .bind(digest)
+            .bind(claim.token.to_string())
+            .bind(timestamp::format(now))
+            .bind(account.to_string())
+            .bind(key)
+            .bind(timestamp::format(now - self.abandoned_after))
+            .execute(&self.db.pool)
+            .await?;
         if taken_over.rows_affected() == 1 {
             return Ok(Claim::Fresh(claim));
         }

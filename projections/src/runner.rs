@@ -145,12 +145,12 @@ async fn save_failure(
         )
     });
     sqlx::query(SAVE_FAILURE.get(db.backend).as_str())
-    .bind(&failure.error)
-    .bind(timestamp::format(failure.since))
-    .bind(failure.stuck_at)
-    .bind(projection)
-    .execute(&db.pool)
-    .await?;
+        .bind(&failure.error)
+        .bind(timestamp::format(failure.since))
+        .bind(failure.stuck_at)
+        .bind(projection)
+        .execute(&db.pool)
+        .await?;
     Ok(())
 }
 
@@ -175,8 +175,8 @@ pub async fn stored_checkpoints(db: &Database) -> Result<Vec<StoredCheckpoint>, 
         )
     });
     let rows = sqlx::query(CHECKPOINTS.get(db.backend).as_str())
-    .fetch_all(&db.pool)
-    .await?;
+        .fetch_all(&db.pool)
+        .await?;
     rows.iter()
         .map(|row| {
             Ok(StoredCheckpoint {

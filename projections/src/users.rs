@@ -408,12 +408,7 @@ impl Projection for UsersProjection {
                 }
             }
             for (user_id, at) in logins {
-                run(
-                    conn,
-                    &sql(conn).logged_in,
-                    &[Time(at), text(&user_id)],
-                )
-                .await?;
+                run(conn, &sql(conn).logged_in, &[Time(at), text(&user_id)]).await?;
             }
             Ok(())
         }

@@ -362,10 +362,10 @@ async fn measure(
     let waited = tokio::time::timeout(timeout, async {
         loop {
             let (succeeded, failed): (i64, i64) = sqlx::query_as(sql.outcomes.as_str())
-            .bind(kind)
-            .bind(&since)
-            .fetch_one(&db.pool)
-            .await?;
+                .bind(kind)
+                .bind(&since)
+                .fetch_one(&db.pool)
+                .await?;
             anyhow::ensure!(failed == 0, "{failed} {kind} jobs failed");
             if succeeded as usize >= appended_at.len() {
                 return anyhow::Ok(());
@@ -377,10 +377,10 @@ async fn measure(
     waited.with_context(|| format!("{kind} jobs did not all succeed within {timeout:?}"))??;
 
     let reports: Vec<(String, String, String)> = sqlx::query_as(sql.reports.as_str())
-    .bind(kind)
-    .bind(&since)
-    .fetch_all(&db.pool)
-    .await?;
+        .bind(kind)
+        .bind(&since)
+        .fetch_all(&db.pool)
+        .await?;
     let first_append = appended_at.values().min().context("no jobs")?;
     let mut last_finish = *first_append;
     let mut start_latencies = Vec::with_capacity(appended_at.len());

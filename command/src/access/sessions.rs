@@ -43,7 +43,10 @@ static SQL: PerBackend<Statements> = PerBackend::new(|backend| {
             time(7),
             time(6)
         ),
-        used: format!("UPDATE sessions SET last_used_at = {} WHERE id = $2", time(1)),
+        used: format!(
+            "UPDATE sessions SET last_used_at = {} WHERE id = $2",
+            time(1)
+        ),
     }
 });
 
@@ -84,15 +87,15 @@ impl Sessions {
         let now = Utc::now();
         let expires_at = now + SESSION_LIFETIME;
         sqlx::query(SQL.get(self.db.backend).open.as_str())
-        .bind(Uuid::now_v7().to_string())
-        .bind(hash_token(&token))
-        .bind(user_id.to_string())
-        .bind(account_id.to_string())
-        .bind(user_version)
-        .bind(timestamp::format(now))
-        .bind(timestamp::format(expires_at))
-        .execute(&self.db.pool)
-        .await?;
+            .bind(Uuid::now_v7().to_string())
+            .bind(hash_token(&token))
+            .bind(user_id.to_string())
+            .bind(account_id.to_string())
+            .bind(user_version)
+            .bind(timestamp::format(now))
+            .bind(timestamp::format(expires_at))
+            .execute(&self.db.pool)
+            .await?;
         Ok(NewSession { token, expires_at })
     }
 

@@ -281,11 +281,11 @@ impl LoginThrottle {
             .await?;
         if rememberable(client) {
             sqlx::query(self.sql().known.as_str())
-            .bind(email)
-            .bind(client)
-            .bind(timestamp(now))
-            .execute(&mut *tx)
-            .await?;
+                .bind(email)
+                .bind(client)
+                .bind(timestamp(now))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }
@@ -344,11 +344,11 @@ impl LoginThrottle {
             return Ok(false);
         }
         let row = sqlx::query(self.sql().is_known.as_str())
-        .bind(email)
-        .bind(client)
-        .bind(timestamp(before(now, self.policy.known_client_for)))
-        .fetch_optional(&mut **tx)
-        .await?;
+            .bind(email)
+            .bind(client)
+            .bind(timestamp(before(now, self.policy.known_client_for)))
+            .fetch_optional(&mut **tx)
+            .await?;
         Ok(row.is_some())
     }
 }

@@ -72,12 +72,12 @@ pub async fn ledger_page(
         )
     });
     sqlx::query_as(LEDGER_PAGE.get(db.backend).as_str())
-    .bind(account.to_string())
-    .bind(filter.kind.as_deref())
-    .bind(filter.from.map(timestamp::format))
-    .bind(filter.to.map(timestamp::format))
-    .bind(filter.before)
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await
+        .bind(account.to_string())
+        .bind(filter.kind.as_deref())
+        .bind(filter.from.map(timestamp::format))
+        .bind(filter.to.map(timestamp::format))
+        .bind(filter.before)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await
 }

@@ -1,8 +1,8 @@
 //! Reads of the read models. Every query that returns tenant data takes the account id:
 //! there is no unscoped read.
 
-use serde_json::Value;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::{FromRow, Row};
 use switchyard_command::{Database, db::PerBackend, domain::AccountId, timestamp};
 
@@ -113,14 +113,14 @@ pub async fn audit(
         )
     });
     sqlx::query_as(AUDIT.get(db.backend).as_str())
-    .bind(account.to_string())
-    .bind(filter.actor.as_deref())
-    .bind(filter.event_type.as_deref())
-    .bind(filter.stream.as_deref())
-    .bind(filter.from.map(timestamp::format))
-    .bind(filter.to.map(timestamp::format))
-    .bind(filter.before)
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await
+        .bind(account.to_string())
+        .bind(filter.actor.as_deref())
+        .bind(filter.event_type.as_deref())
+        .bind(filter.stream.as_deref())
+        .bind(filter.from.map(timestamp::format))
+        .bind(filter.to.map(timestamp::format))
+        .bind(filter.before)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await
 }

@@ -85,9 +85,9 @@ pub async fn user_by_email(
     normalized_email: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(SQL.get(db.backend).user_by_email.as_str())
-    .bind(normalized_email)
-    .fetch_optional(&db.pool)
-    .await
+        .bind(normalized_email)
+        .fetch_optional(&db.pool)
+        .await
 }
 
 /// A user and the ids of their groups.
@@ -103,10 +103,10 @@ pub async fn user(
     user: UserId,
 ) -> Result<Option<UserWithGroups>, sqlx::Error> {
     let row: Option<UserRow> = sqlx::query_as(SQL.get(db.backend).user.as_str())
-    .bind(account.to_string())
-    .bind(user.to_string())
-    .fetch_optional(&db.pool)
-    .await?;
+        .bind(account.to_string())
+        .bind(user.to_string())
+        .fetch_optional(&db.pool)
+        .await?;
     match row {
         Some(row) => Ok(with_groups(db, vec![row]).await?.pop()),
         None => Ok(None),
@@ -124,11 +124,11 @@ pub async fn users_page(
     limit: i64,
 ) -> Result<Vec<UserWithGroups>, sqlx::Error> {
     let rows: Vec<UserRow> = sqlx::query_as(SQL.get(db.backend).users_page.as_str())
-    .bind(account.to_string())
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await?;
+        .bind(account.to_string())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
     with_groups(db, rows).await
 }
 
@@ -273,11 +273,11 @@ pub async fn session_user(
     now: DateTime<Utc>,
 ) -> Result<Option<SessionUser>, sqlx::Error> {
     let rows = sqlx::query(SQL.get(db.backend).session_user.as_str())
-    .bind(token_hash)
-    .bind(timestamp::format(now))
-    .bind(timestamp::format(now - SESSION_IDLE_TIMEOUT))
-    .fetch_all(&db.pool)
-    .await?;
+        .bind(token_hash)
+        .bind(timestamp::format(now))
+        .bind(timestamp::format(now - SESSION_IDLE_TIMEOUT))
+        .fetch_all(&db.pool)
+        .await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };

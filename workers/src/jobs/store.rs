@@ -105,12 +105,12 @@ pub async fn enqueue(
         .await?;
     if inserted.rows_affected() == 1 {
         sqlx::query(SQL.get(backend).report_queued.as_str())
-        .bind(id.to_string())
-        .bind(job.account_id().to_string())
-        .bind(job.kind())
-        .bind(timestamp(now))
-        .execute(&mut *conn)
-        .await?;
+            .bind(id.to_string())
+            .bind(job.account_id().to_string())
+            .bind(job.kind())
+            .bind(timestamp(now))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -137,10 +137,10 @@ pub async fn begin_attempt(
     now: DateTime<Utc>,
 ) -> Result<u32, sqlx::Error> {
     let attempts: Option<i64> = sqlx::query_scalar(SQL.get(db.backend).begin_attempt.as_str())
-    .bind(id.to_string())
-    .bind(timestamp(now))
-    .fetch_optional(&db.pool)
-    .await?;
+        .bind(id.to_string())
+        .bind(timestamp(now))
+        .fetch_optional(&db.pool)
+        .await?;
     Ok(attempts.map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)))
 }
 
@@ -162,24 +162,24 @@ pub async fn record_attempt(
     let mut tx = db.begin_write().await?;
     let sql = SQL.get(db.backend);
     sqlx::query(sql.record_attempt.as_str())
-    .bind(status)
-    .bind(serde_json::to_string(stages).expect("stages serialize"))
-    .bind(error.map(String::as_str))
-    .bind(retry_at.map(timestamp))
-    .bind(finished_at)
-    .bind(id.to_string())
-    .execute(&mut *tx)
-    .await?;
+        .bind(status)
+        .bind(serde_json::to_string(stages).expect("stages serialize"))
+        .bind(error.map(String::as_str))
+        .bind(retry_at.map(timestamp))
+        .bind(finished_at)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
     if let Ending::Succeeded {
         effect: Some(effect),
     } = ending
     {
         sqlx::query(sql.record_effect.as_str())
-        .bind(effect)
-        .bind(id.to_string())
-        .bind(timestamp(now))
-        .execute(&mut *tx)
-        .await?;
+            .bind(effect)
+            .bind(id.to_string())
+            .bind(timestamp(now))
+            .execute(&mut *tx)
+            .await?;
     }
     if let Some(retry_at) = retry_at {
         let postpone = match db.backend {
