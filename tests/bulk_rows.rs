@@ -3,9 +3,10 @@
 
 mod common;
 
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use common::{Backend, TestDatabase};
 use sqlx::Row;
-use switchyard_command::Database;
+use switchyard_command::{Database, timestamp};
 use switchyard_projections::bulk::{Param, Rows, write_all};
 
 on_both_backends!(
@@ -37,6 +38,7 @@ async fn every_value_comes_back_as_written(backend: Backend) {
         .map(|(n, text)| {
             let mut row: Vec<Param> = vec![(n as i64 + 1).into()];
             row.extend((0..10).map(|column| match column {
+                1 => recorded_at(n).into(),
                 // client_ip, user_agent and request_id may be NULL
                 3..=5 if n % 2 == 0 => None::<String>.into(),
                 _ => (*text).into(),
@@ -46,10 +48,11 @@ async fn every_value_comes_back_as_written(backend: Backend) {
         .collect();
     write(&db, AUDIT_INSERT, "", rows).await;
 
-    let stored = sqlx::query(
-        "SELECT position, account_id, recorded_at, actor_id, client_ip, user_agent, \
+    let stored = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT position, account_id, {}, actor_id, client_ip, user_agent, \
          request_id, event_type, stream_id, summary, changes FROM audit_log ORDER BY position",
-    )
+        timestamp::read(db.backend, "recorded_at")
+    )))
     .fetch_all(&db.pool)
     .await
     .unwrap();
@@ -57,7 +60,9 @@ async fn every_value_comes_back_as_written(backend: Backend) {
     for (n, (row, text)) in stored.iter().zip(AWKWARD_TEXTS).enumerate() {
         assert_eq!(row.get::<i64, _>(0), n as i64 + 1);
         for column in 1..11 {
+            let time = timestamp::format(recorded_at(n));
             let expected = match column {
+                2 => Some(time.as_str()),
                 4..=6 if n % 2 == 0 => None,
                 _ => Some(*text),
             };
@@ -68,6 +73,11 @@ async fn every_value_comes_back_as_written(backend: Backend) {
             );
         }
     }
+}
+
+/// Times a microsecond apart, as a time column keeps them.
+fn recorded_at(n: usize) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap() + TimeDelta::microseconds(n as i64)
 }
 
 /// More rows than one statement binds, written twice: the second write must update every

@@ -9,6 +9,7 @@ use common::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use switchyard_command::timestamp;
 
 on_both_backends!(
     an_administrator_builds_a_team_where_deny_beats_allow,
@@ -731,23 +732,27 @@ async fn an_idle_session_expires(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let idle = log_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let db = app.database.open().await;
-    let ago = |minutes: i64| {
-        (chrono::Utc::now() - chrono::Duration::minutes(minutes))
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-    };
+    let ago =
+        |minutes: i64| timestamp::format(chrono::Utc::now() - chrono::Duration::minutes(minutes));
+    let set_last_used = format!(
+        "UPDATE sessions SET last_used_at = {}",
+        timestamp::param(db.backend, 1)
+    );
     // Every session but the idle one was last used 29 minutes ago, the idle one 31.
-    sqlx::query("UPDATE sessions SET last_used_at = $1")
+    sqlx::query(sqlx::AssertSqlSafe(set_last_used.as_str()))
         .bind(ago(29))
         .execute(&db.pool)
         .await
         .unwrap();
     let idle_hash = hex_sha256(&idle);
-    sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE token_hash = $2")
-        .bind(ago(31))
-        .bind(&idle_hash)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{set_last_used} WHERE token_hash = $2"
+    )))
+    .bind(ago(31))
+    .bind(&idle_hash)
+    .execute(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(
         as_user(&app, &idle, Method::GET, "/v1/me", None).await,
         StatusCode::UNAUTHORIZED
@@ -757,12 +762,14 @@ async fn an_idle_session_expires(backend: Backend) {
         StatusCode::OK,
         "29 minutes is not idle"
     );
-    let used: String =
-        sqlx::query_scalar("SELECT last_used_at FROM sessions WHERE token_hash <> $1")
-            .bind(&idle_hash)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let used: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM sessions WHERE token_hash <> $1",
+        timestamp::read(db.backend, "last_used_at")
+    )))
+    .bind(&idle_hash)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert!(
         used > ago(1),
         "using a session moves its idle timer: {used}"

@@ -38,8 +38,13 @@ async fn dump(db: &Database) -> Vec<(String, Vec<String>)> {
     ];
     let mut dumped = Vec::new();
     for (table, order) in tables {
+        // PostgreSQL answers each row as one text: the Any driver cannot decode its times.
+        let columns = match db.backend {
+            SqliteOrPostgres::Sqlite => "*".to_owned(),
+            SqliteOrPostgres::Postgres => format!("{table}::text"),
+        };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT * FROM {table} ORDER BY {order}"
+            "SELECT {columns} FROM {table} ORDER BY {order}"
         )))
         .fetch_all(&db.pool)
         .await

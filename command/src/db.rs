@@ -1,7 +1,7 @@
 //! One connection pool for either backend. SQL is shared where the dialects agree (`$N`
 //! placeholders work on both); the event log keeps its backend-specific statements itself.
 
-use std::{fmt::Write, path::Path, str::FromStr, time::Duration};
+use std::{fmt::Write, path::Path, str::FromStr, sync::OnceLock, time::Duration};
 
 use sqlx::{
     AnyConnection, AnyPool, Connection, Executor, any::AnyPoolOptions, migrate::Migrator,
@@ -252,6 +252,33 @@ fn create_sqlite_file(url: &str) -> Result<(), sqlx::Error> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
     file.open(path)?;
     Ok(())
+}
+
+/// Something built once per backend, on first use: statements whose SQL differs between the
+/// backends (a time's cast, see [`crate::timestamp`]), kept in a `static` so that a hot path
+/// neither formats its SQL per call nor keeps a twin statement per backend.
+pub struct PerBackend<T> {
+    build: fn(Backend) -> T,
+    sqlite: OnceLock<T>,
+    postgres: OnceLock<T>,
+}
+
+impl<T> PerBackend<T> {
+    pub const fn new(build: fn(Backend) -> T) -> Self {
+        Self {
+            build,
+            sqlite: OnceLock::new(),
+            postgres: OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self, backend: Backend) -> &T {
+        let built = match backend {
+            Backend::Sqlite => &self.sqlite,
+            Backend::Postgres => &self.postgres,
+        };
+        built.get_or_init(|| (self.build)(backend))
+    }
 }
 
 /// Parameters one multi-row statement binds at most; both backends allow more (SQLite

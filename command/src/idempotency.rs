@@ -18,7 +18,35 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
-use crate::{Database, domain::AccountId, timestamp};
+use crate::{Database, db::PerBackend, domain::AccountId, timestamp};
+
+/// The statements that write or compare times, per backend.
+struct Statements {
+    claim: String,
+    take_over: String,
+    prune: String,
+}
+
+static SQL: PerBackend<Statements> = PerBackend::new(|backend| {
+    let time = |n| timestamp::param(backend, n);
+    Statements {
+        claim: format!(
+            "INSERT INTO idempotency_keys (account_id, key, request_digest, claim, created_at) \
+             VALUES ($1, $2, $3, $4, {}) ON CONFLICT (account_id, key) DO NOTHING",
+            time(5)
+        ),
+        take_over: format!(
+            "UPDATE idempotency_keys SET request_digest = $1, claim = $2, created_at = {} \
+             WHERE account_id = $4 AND key = $5 AND status IS NULL AND created_at < {}",
+            time(3),
+            time(6)
+        ),
+        prune: format!(
+            "DELETE FROM idempotency_keys WHERE created_at < {}",
+            time(1)
+        ),
+    }
+});
 
 /// How long a key is remembered.
 pub const KEY_LIFETIME: TimeDelta = TimeDelta::hours(24);
@@ -153,32 +181,27 @@ impl IdempotencyKeys {
             key: key.to_owned(),
             token: Uuid::new_v4(),
         };
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (account_id, key, request_digest, claim, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, key) DO NOTHING",
-        )
-        .bind(account.to_string())
-        .bind(key)
-        .bind(digest)
-        .bind(claim.token.to_string())
-        .bind(timestamp::format(now))
-        .execute(&self.db.pool)
-        .await?;
+        let sql = SQL.get(self.db.backend);
+        let inserted = sqlx::query(sql.claim.as_str())
+            .bind(account.to_string())
+            .bind(key)
+            .bind(digest)
+            .bind(claim.token.to_string())
+            .bind(timestamp::format(now))
+            .execute(&self.db.pool)
+            .await?;
         if inserted.rows_affected() == 1 {
             return Ok(Claim::Fresh(claim));
         }
-        let taken_over = sqlx::query(
-            "UPDATE idempotency_keys SET request_digest = $1, claim = $2, created_at = $3 \
-             WHERE account_id = $4 AND key = $5 AND status IS NULL AND created_at < $6",
-        )
-        .bind(digest)
-        .bind(claim.token.to_string())
-        .bind(timestamp::format(now))
-        .bind(account.to_string())
-        .bind(key)
-        .bind(timestamp::format(now - self.abandoned_after))
-        .execute(&self.db.pool)
-        .await?;
+        let taken_over = sqlx::query(sql.take_over.as_str())
+            .bind(digest)
+            .bind(claim.token.to_string())
+            .bind(timestamp::format(now))
+            .bind(account.to_string())
+            .bind(key)
+            .bind(timestamp::format(now - self.abandoned_after))
+            .execute(&self.db.pool)
+            .await?;
         if taken_over.rows_affected() == 1 {
             return Ok(Claim::Fresh(claim));
         }
@@ -227,7 +250,7 @@ impl IdempotencyKeys {
 
     /// Forgets keys older than [`KEY_LIFETIME`]; answers how many.
     pub async fn prune(&self, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-        let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+        let deleted = sqlx::query(SQL.get(self.db.backend).prune.as_str())
             .bind(timestamp::format(now - KEY_LIFETIME))
             .execute(&self.db.pool)
             .await?;

@@ -3,13 +3,22 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sqlx::{Any, AnyConnection, any::AnyArguments};
-use switchyard_command::{Backend, db::MAX_PARAMETERS};
+use switchyard_command::{Backend, db::MAX_PARAMETERS, timestamp};
 
 /// One bound value.
 pub enum Param {
     Text(Option<String>),
     Int(Option<i64>),
+    /// Kept as the backend keeps times ([`timestamp`]).
+    Time(Option<DateTime<Utc>>),
+}
+
+impl From<DateTime<Utc>> for Param {
+    fn from(value: DateTime<Utc>) -> Self {
+        Self::Time(Some(value))
+    }
 }
 
 impl From<String> for Param {
@@ -71,10 +80,18 @@ impl Rows {
     }
 
     fn bind(self, backend: Backend, on_conflict: &str) -> Vec<Statement> {
-        let Some(columns) = self.rows.first().map(Vec::len) else {
+        let Some(first) = self.rows.first() else {
             return vec![];
         };
-        let casts = vec![""; columns];
+        let columns = first.len();
+        // Every row has the same kind of value in a column.
+        let casts: Vec<&str> = first
+            .iter()
+            .map(|param| match param {
+                Param::Time(_) => timestamp::cast(backend),
+                Param::Text(_) | Param::Int(_) => "",
+            })
+            .collect();
         let mut rows = self.rows.into_iter().peekable();
         let mut statements = vec![];
         // Every chunk but the last has the same number of rows, so they share one SQL text:
@@ -96,6 +113,7 @@ impl Rows {
                 query = match param {
                     Param::Text(text) => query.bind(text),
                     Param::Int(int) => query.bind(int),
+                    Param::Time(at) => query.bind(at.map(timestamp::format)),
                 };
             }
             statements.push(query);

@@ -160,10 +160,7 @@ fn entry_row(event: &RecordedEvent, entry: Entry) -> Vec<Param> {
         event.metadata.account_id.to_string().into(),
         i64::try_from(entry.entry).unwrap_or(i64::MAX).into(),
         event.global_position.into(),
-        entry
-            .at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            .into(),
+        entry.at.into(),
         kind_name.into(),
         entry.amount.minor_units().into(),
         entry.balance_after.minor_units().into(),

@@ -15,12 +15,14 @@
 use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 use switchyard_command::{
     Backend, Database,
+    db::PerBackend,
     event_log::{EventLog, read_after},
+    timestamp,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -135,16 +137,20 @@ async fn save_failure(
     projection: &str,
     failure: &Failure,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE projection_checkpoints SET last_error = $1, failing_since = $2, stuck_at = $3 \
-         WHERE projection = $4",
-    )
-    .bind(&failure.error)
-    .bind(failure.since.to_rfc3339_opts(SecondsFormat::Secs, true))
-    .bind(failure.stuck_at)
-    .bind(projection)
-    .execute(&db.pool)
-    .await?;
+    static SAVE_FAILURE: PerBackend<String> = PerBackend::new(|backend| {
+        format!(
+            "UPDATE projection_checkpoints SET last_error = $1, failing_since = {}, \
+             stuck_at = $3 WHERE projection = $4",
+            timestamp::param(backend, 2)
+        )
+    });
+    sqlx::query(SAVE_FAILURE.get(db.backend).as_str())
+        .bind(&failure.error)
+        .bind(timestamp::format(failure.since))
+        .bind(failure.stuck_at)
+        .bind(projection)
+        .execute(&db.pool)
+        .await?;
     Ok(())
 }
 
@@ -154,19 +160,23 @@ pub struct StoredCheckpoint {
     pub projection: String,
     pub position: i64,
     pub last_error: Option<String>,
-    /// RFC 3339.
+    /// As [`timestamp::format`] writes it.
     pub failing_since: Option<String>,
     pub stuck_at: Option<i64>,
 }
 
 /// Every projection's checkpoint and last failure, by name.
 pub async fn stored_checkpoints(db: &Database) -> Result<Vec<StoredCheckpoint>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT projection, position, last_error, failing_since, stuck_at \
-         FROM projection_checkpoints ORDER BY projection",
-    )
-    .fetch_all(&db.pool)
-    .await?;
+    static CHECKPOINTS: PerBackend<String> = PerBackend::new(|backend| {
+        format!(
+            "SELECT projection, position, last_error, {}, stuck_at \
+             FROM projection_checkpoints ORDER BY projection",
+            timestamp::read(backend, "failing_since")
+        )
+    });
+    let rows = sqlx::query(CHECKPOINTS.get(db.backend).as_str())
+        .fetch_all(&db.pool)
+        .await?;
     rows.iter()
         .map(|row| {
             Ok(StoredCheckpoint {

@@ -5,12 +5,16 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
 use futures::{FutureExt, future::BoxFuture};
 use sqlx::AnyConnection;
 use switchyard_command::{
+    Backend,
+    db::PerBackend,
     domain::GroupId,
     event_log::{EventCodec, RecordedEvent, decode},
     group::{GroupEvent, GroupSettings},
+    timestamp,
     user::UserEvent,
 };
 
@@ -21,19 +25,44 @@ use crate::{
 
 pub struct UsersProjection;
 
-fn timestamp(event: &RecordedEvent) -> String {
-    event
-        .recorded_at
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+/// The statements that write times, per backend.
+struct Statements {
+    deleted: String,
+    disabled: String,
+    upsert_group: String,
+    logged_in: String,
+}
+
+static SQL: PerBackend<Statements> = PerBackend::new(|backend| {
+    let time = |n| timestamp::param(backend, n);
+    Statements {
+        deleted: format!("UPDATE users SET deleted_at = {} WHERE id = $2", time(1)),
+        disabled: format!(
+            "UPDATE users SET disabled_at = {}, version = $2 WHERE id = $3",
+            time(1)
+        ),
+        upsert_group: format!(
+            "INSERT INTO groups (id, account_id, name, permissions, version, created_at) \
+             VALUES ($1, $2, $3, $4, $5, {}) ON CONFLICT (id) DO UPDATE SET \
+             name = excluded.name, permissions = excluded.permissions, version = excluded.version",
+            time(6)
+        ),
+        logged_in: format!("UPDATE users SET last_login_at = {} WHERE id = $2", time(1)),
+    }
+});
+
+fn sql(conn: &AnyConnection) -> &'static Statements {
+    SQL.get(Backend::of(conn))
 }
 
 /// A value bound to a statement.
 enum Bound<'a> {
     Text(Option<&'a str>),
     Int(i64),
+    Time(DateTime<Utc>),
 }
 
-use Bound::{Int, Text};
+use Bound::{Int, Text, Time};
 
 /// Runs one statement with its bound values.
 async fn run(
@@ -46,6 +75,7 @@ async fn run(
         query = match value {
             Text(text) => query.bind(text.map(str::to_owned)),
             Int(int) => query.bind(*int),
+            Time(at) => query.bind(timestamp::format(*at)),
         };
     }
     query.execute(conn).await?;
@@ -129,7 +159,7 @@ async fn apply_user_event(
     conn: &mut AnyConnection,
     event: &RecordedEvent,
     user_event: UserEvent,
-    logins: &mut HashMap<String, String>,
+    logins: &mut HashMap<String, DateTime<Utc>>,
 ) -> Result<(), ProjectionError> {
     let user_id = event.stream_id.trim_start_matches("user-");
     let version = Int(event.version);
@@ -201,8 +231,8 @@ async fn apply_user_event(
         UserEvent::UserDeleted => {
             run(
                 conn,
-                "UPDATE users SET deleted_at = $1 WHERE id = $2",
-                &[text(&timestamp(event)), text(user_id)],
+                &sql(conn).deleted,
+                &[Time(event.recorded_at), text(user_id)],
             )
             .await?;
             run(
@@ -216,8 +246,8 @@ async fn apply_user_event(
         UserEvent::UserDisabled => {
             run(
                 conn,
-                "UPDATE users SET disabled_at = $1, version = $2 WHERE id = $3",
-                &[text(&timestamp(event)), version, text(user_id)],
+                &sql(conn).disabled,
+                &[Time(event.recorded_at), version, text(user_id)],
             )
             .await?;
             end_sessions(conn, user_id, event, Ending::All).await?;
@@ -231,7 +261,7 @@ async fn apply_user_event(
             .await?;
         }
         UserEvent::LoggedIn { .. } => {
-            logins.insert(user_id.to_owned(), timestamp(event));
+            logins.insert(user_id.to_owned(), event.recorded_at);
         }
         UserEvent::TotpSetupStarted { .. } | UserEvent::LoginLockedOut { .. } => {}
     }
@@ -248,16 +278,14 @@ async fn upsert_group(
         serde_json::to_string(&settings.permissions).expect("permissions serialize to JSON");
     run(
         conn,
-        "INSERT INTO groups (id, account_id, name, permissions, version, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET \
-         name = excluded.name, permissions = excluded.permissions, version = excluded.version",
+        &sql(conn).upsert_group,
         &[
             text(event.stream_id.trim_start_matches("group-")),
             text(account_id),
             text(settings.name.as_str()),
             text(&permissions),
             Int(event.version),
-            text(&timestamp(event)),
+            Time(event.recorded_at),
         ],
     )
     .await
@@ -337,7 +365,7 @@ fn user_rows(changes: &[(&RecordedEvent, Change)]) -> Rows {
                     .map(|p| p.as_str().to_owned())
                     .into(),
                 event.version.into(),
-                timestamp(event).into(),
+                event.recorded_at.into(),
             ]),
             _ => None,
         })
@@ -380,12 +408,7 @@ impl Projection for UsersProjection {
                 }
             }
             for (user_id, at) in logins {
-                run(
-                    conn,
-                    "UPDATE users SET last_login_at = $1 WHERE id = $2",
-                    &[text(&at), text(&user_id)],
-                )
-                .await?;
+                run(conn, &sql(conn).logged_in, &[Time(at), text(&user_id)]).await?;
             }
             Ok(())
         }

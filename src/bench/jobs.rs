@@ -16,10 +16,12 @@ use chrono::{DateTime, Utc};
 use switchyard_command::{
     Database,
     channels::{Channels, ChannelsCommand, SecretChange, Security, SmtpSettings, channels_stream},
+    db::PerBackend,
     domain::{AccountId, AllowList, EmailAddress, Hostname, Port},
     event_log::{EventLog, ExpectedVersion, Metadata, NewEvent, StreamWrite},
     handler::CommandHandler,
     secrets::SecretKeyring,
+    timestamp,
 };
 use switchyard_workers::jobs::{
     dispatcher::{BENCH_STREAM_TYPE, NOOP_REQUESTED},
@@ -320,6 +322,31 @@ async fn request_test_emails(
     Ok(appended_at)
 }
 
+/// The reads of the `kind` jobs queued since a time, per backend.
+struct Statements {
+    /// How many succeeded and how many failed.
+    outcomes: String,
+    /// The succeeded ones' ids and times.
+    reports: String,
+}
+
+static SQL: PerBackend<Statements> = PerBackend::new(|backend| {
+    let since = timestamp::param(backend, 2);
+    Statements {
+        outcomes: format!(
+            "SELECT COUNT(CASE WHEN status = 'succeeded' THEN 1 END), \
+             COUNT(CASE WHEN status = 'failed' THEN 1 END) FROM job_reports \
+             WHERE kind = $1 AND created_at >= {since}"
+        ),
+        reports: format!(
+            "SELECT job_id, {}, {} FROM job_reports \
+             WHERE kind = $1 AND status = 'succeeded' AND created_at >= {since}",
+            timestamp::read(backend, "started_at"),
+            timestamp::read(backend, "finished_at")
+        ),
+    }
+});
+
 /// Waits until every job in `appended_at` (the `kind` jobs queued since `since`) has
 /// succeeded, then measures them from their reports. Fails on a failed job or when they take
 /// far longer than expected.
@@ -329,19 +356,16 @@ async fn measure(
     since: DateTime<Utc>,
     appended_at: &AppendTimes,
 ) -> anyhow::Result<Measured> {
-    let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let since = timestamp::format(since);
+    let sql = SQL.get(db.backend);
     let timeout = Duration::from_secs(60) + TIME_ALLOWED_PER_JOB * appended_at.len() as u32;
     let waited = tokio::time::timeout(timeout, async {
         loop {
-            let (succeeded, failed): (i64, i64) = sqlx::query_as(
-                "SELECT COUNT(CASE WHEN status = 'succeeded' THEN 1 END), \
-                 COUNT(CASE WHEN status = 'failed' THEN 1 END) FROM job_reports \
-                 WHERE kind = $1 AND created_at >= $2",
-            )
-            .bind(kind)
-            .bind(&since)
-            .fetch_one(&db.pool)
-            .await?;
+            let (succeeded, failed): (i64, i64) = sqlx::query_as(sql.outcomes.as_str())
+                .bind(kind)
+                .bind(&since)
+                .fetch_one(&db.pool)
+                .await?;
             anyhow::ensure!(failed == 0, "{failed} {kind} jobs failed");
             if succeeded as usize >= appended_at.len() {
                 return anyhow::Ok(());
@@ -352,14 +376,11 @@ async fn measure(
     .await;
     waited.with_context(|| format!("{kind} jobs did not all succeed within {timeout:?}"))??;
 
-    let reports: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT job_id, started_at, finished_at FROM job_reports \
-         WHERE kind = $1 AND status = 'succeeded' AND created_at >= $2",
-    )
-    .bind(kind)
-    .bind(&since)
-    .fetch_all(&db.pool)
-    .await?;
+    let reports: Vec<(String, String, String)> = sqlx::query_as(sql.reports.as_str())
+        .bind(kind)
+        .bind(&since)
+        .fetch_all(&db.pool)
+        .await?;
     let first_append = appended_at.values().min().context("no jobs")?;
     let mut last_finish = *first_append;
     let mut start_latencies = Vec::with_capacity(appended_at.len());
@@ -367,11 +388,9 @@ async fn measure(
         let appended = appended_at
             .get(&id)
             .with_context(|| format!("a {kind} job no event asked for: {id}"))?;
-        // Reports keep milliseconds: a job that started within the append's millisecond
-        // reads as before it, and counts as zero.
-        let start_latency = (parse_time(&started_at)? - *appended).to_std();
+        let start_latency = (timestamp::parse(&started_at)? - *appended).to_std();
         start_latencies.push(start_latency.unwrap_or_default());
-        last_finish = last_finish.max(parse_time(&finished_at)?);
+        last_finish = last_finish.max(timestamp::parse(&finished_at)?);
     }
     anyhow::ensure!(
         start_latencies.len() == appended_at.len(),
@@ -386,12 +405,6 @@ async fn measure(
         start_median: percentile(&start_latencies, 50),
         start_p99: percentile(&start_latencies, 99),
     })
-}
-
-fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
-    Ok(DateTime::parse_from_rfc3339(text)
-        .with_context(|| format!("a report time: {text}"))?
-        .with_timezone(&Utc))
 }
 
 /// Nearest rank of sorted, non-empty `values`.

@@ -5,7 +5,7 @@ use axum::{
     extract::{FromRequest, FromRequestParts, Request, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header, request::Parts},
 };
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use switchyard_command::{
     domain::AccountId,
@@ -242,14 +242,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     }
 }
 
-/// An RFC 3339 time from a query string, as stored (UTC, microseconds); 422 naming `field`.
-pub fn query_time(field: &str, raw: Option<String>) -> ApiResult<Option<String>> {
+/// An RFC 3339 time from a query string; 422 naming `field`.
+pub fn query_time(field: &str, raw: Option<String>) -> ApiResult<Option<DateTime<Utc>>> {
     raw.map(|raw| {
         DateTime::parse_from_rfc3339(&raw)
-            .map(|at| {
-                at.with_timezone(&Utc)
-                    .to_rfc3339_opts(SecondsFormat::Micros, true)
-            })
+            .map(|at| at.with_timezone(&Utc))
             .map_err(|_| ApiError::invalid_field(field, format!("{raw:?} is not an RFC 3339 time")))
     })
     .transpose()

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     Database,
+    db::PerBackend,
     domain::{AccountId, UserId},
     timestamp,
 };
@@ -25,6 +26,29 @@ pub const SESSION_IDLE_TIMEOUT: Duration = Duration::minutes(30);
 /// How stale `last_used_at` may get before a request moves it: one write a minute, not one
 /// per request.
 const LAST_USED_RESOLUTION: Duration = Duration::minutes(1);
+
+/// The statements that write times, per backend.
+struct Statements {
+    open: String,
+    used: String,
+}
+
+static SQL: PerBackend<Statements> = PerBackend::new(|backend| {
+    let time = |n| timestamp::param(backend, n);
+    Statements {
+        open: format!(
+            "INSERT INTO sessions (id, token_hash, user_id, account_id, user_version, \
+             created_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, {}, {}, {})",
+            time(6),
+            time(7),
+            time(6)
+        ),
+        used: format!(
+            "UPDATE sessions SET last_used_at = {} WHERE id = $2",
+            time(1)
+        ),
+    }
+});
 
 /// A session just opened: the token exists only here and with the client.
 pub struct NewSession {
@@ -62,19 +86,16 @@ impl Sessions {
         let token = URL_SAFE_NO_PAD.encode(bytes);
         let now = Utc::now();
         let expires_at = now + SESSION_LIFETIME;
-        sqlx::query(
-            "INSERT INTO sessions (id, token_hash, user_id, account_id, user_version, \
-             created_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
-        )
-        .bind(Uuid::now_v7().to_string())
-        .bind(hash_token(&token))
-        .bind(user_id.to_string())
-        .bind(account_id.to_string())
-        .bind(user_version)
-        .bind(timestamp::format(now))
-        .bind(timestamp::format(expires_at))
-        .execute(&self.db.pool)
-        .await?;
+        sqlx::query(SQL.get(self.db.backend).open.as_str())
+            .bind(Uuid::now_v7().to_string())
+            .bind(hash_token(&token))
+            .bind(user_id.to_string())
+            .bind(account_id.to_string())
+            .bind(user_version)
+            .bind(timestamp::format(now))
+            .bind(timestamp::format(expires_at))
+            .execute(&self.db.pool)
+            .await?;
         Ok(NewSession { token, expires_at })
     }
 
@@ -89,7 +110,7 @@ impl Sessions {
         if last_used_at >= timestamp::format(now - LAST_USED_RESOLUTION).as_str() {
             return Ok(());
         }
-        sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
+        sqlx::query(SQL.get(self.db.backend).used.as_str())
             .bind(timestamp::format(now))
             .bind(id)
             .execute(&self.db.pool)

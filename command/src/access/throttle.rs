@@ -37,7 +37,8 @@ use sqlx::{Any, Row, Transaction, any::AnyRow};
 
 use crate::{
     Database,
-    timestamp::{format as timestamp, parse as parse_timestamp},
+    db::PerBackend,
+    timestamp::{self, format as timestamp, parse as parse_timestamp},
 };
 
 /// Which counter a lockout holds: `Client` (this client at this email) or `Account` (this
@@ -197,6 +198,10 @@ impl LoginThrottle {
         Self { db, policy }
     }
 
+    fn sql(&self) -> &'static Statements {
+        SQL.get(self.db.backend)
+    }
+
     /// Before verifying a password: may `client` try `email` now? If so, the attempt is
     /// counted as a failure at once, in the transaction that checked, so that attempts at
     /// the same moment cannot all pass the check before any of them fails: at most
@@ -210,10 +215,11 @@ impl LoginThrottle {
     ) -> Result<Verdict, sqlx::Error> {
         let now = now.trunc_subsecs(6);
         let policy = &self.policy;
+        let sql = self.sql();
         let mut tx = self.db.begin_write().await?;
         // Always the client's row before the account's, so transactions cannot deadlock.
-        let own = CLIENTS.hold(&mut tx, &[email, client], now).await?;
-        let account = ACCOUNTS.hold(&mut tx, &[email], now).await?;
+        let own = sql.clients.hold(&mut tx, &[email, client], now).await?;
+        let account = sql.accounts.hold(&mut tx, &[email], now).await?;
         let mut until = own.at(now, policy.forget_after).locked(now);
         if let Some(account_until) = account.at(now, policy.forget_after).locked(now)
             && !self.is_known(&mut tx, email, client, now).await?
@@ -229,8 +235,8 @@ impl LoginThrottle {
         let mut lockouts = Vec::new();
         let mut counted = [(own, own), (account, account)];
         for ((table, key, rule), (before, after)) in [
-            (&CLIENTS, &[email, client][..], &policy.client),
-            (&ACCOUNTS, &[email][..], &policy.account),
+            (&sql.clients, &[email, client][..], &policy.client),
+            (&sql.accounts, &[email][..], &policy.account),
         ]
         .into_iter()
         .zip(&mut counted)
@@ -269,22 +275,17 @@ impl LoginThrottle {
             .bind(client)
             .execute(&mut *tx)
             .await?;
-        ACCOUNTS
+        self.sql()
+            .accounts
             .refund(&mut tx, &[email], attempt.counted[1], now)
             .await?;
         if rememberable(client) {
-            sqlx::query(
-                "INSERT INTO login_known_clients (email, client, last_success_at) \
-                 VALUES ($1, $2, $3) \
-                 ON CONFLICT (email, client) DO UPDATE SET last_success_at = CASE \
-                 WHEN excluded.last_success_at > login_known_clients.last_success_at \
-                 THEN excluded.last_success_at ELSE login_known_clients.last_success_at END",
-            )
-            .bind(email)
-            .bind(client)
-            .bind(timestamp(now))
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(self.sql().known.as_str())
+                .bind(email)
+                .bind(client)
+                .bind(timestamp(now))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }
@@ -295,10 +296,12 @@ impl LoginThrottle {
         let now = now.trunc_subsecs(6);
         let Attempt { email, client, .. } = &attempt;
         let mut tx = self.db.begin_write().await?;
-        CLIENTS
+        self.sql()
+            .clients
             .refund(&mut tx, &[email, client], attempt.counted[0], now)
             .await?;
-        ACCOUNTS
+        self.sql()
+            .accounts
             .refund(&mut tx, &[email], attempt.counted[1], now)
             .await?;
         tx.commit().await
@@ -313,25 +316,15 @@ impl LoginThrottle {
         let forgotten = timestamp(before(now, self.policy.forget_after));
         let unknown = timestamp(before(now, self.policy.known_client_for));
         let mut deleted = 0;
+        let [clients, accounts, known] = &self.sql().prune;
         for (sql, cutoff) in [
-            (
-                "DELETE FROM login_throttle_clients WHERE last_failure_at <= $1 \
-                 AND (locked_until IS NULL OR locked_until <= $1)",
-                &forgotten,
-            ),
-            (
-                "DELETE FROM login_throttle_accounts WHERE last_failure_at <= $1 \
-                 AND (locked_until IS NULL OR locked_until <= $1)",
-                &forgotten,
-            ),
-            (
-                "DELETE FROM login_known_clients WHERE last_success_at <= $1",
-                &unknown,
-            ),
+            (clients, &forgotten),
+            (accounts, &forgotten),
+            (known, &unknown),
         ] {
             // Separate statements, not one transaction: a long prune must not hold rows
             // that logins wait for.
-            deleted += sqlx::query(sql)
+            deleted += sqlx::query(sql.as_str())
                 .bind(cutoff)
                 .execute(&self.db.pool)
                 .await?
@@ -350,15 +343,12 @@ impl LoginThrottle {
         if !rememberable(client) {
             return Ok(false);
         }
-        let row = sqlx::query(
-            "SELECT 1 FROM login_known_clients \
-             WHERE email = $1 AND client = $2 AND last_success_at > $3",
-        )
-        .bind(email)
-        .bind(client)
-        .bind(timestamp(before(now, self.policy.known_client_for)))
-        .fetch_optional(&mut **tx)
-        .await?;
+        let row = sqlx::query(self.sql().is_known.as_str())
+            .bind(email)
+            .bind(client)
+            .bind(timestamp(before(now, self.policy.known_client_for)))
+            .fetch_optional(&mut **tx)
+            .await?;
         Ok(row.is_some())
     }
 }
@@ -439,40 +429,103 @@ struct CounterTable {
     /// Reads the row for update, creating it if missing. The no-op `DO UPDATE` locks an
     /// existing row until the transaction ends on PostgreSQL, as the insert does a new one
     /// (a concurrent insert waits for it, then takes the update path on the committed row).
-    hold: &'static str,
-    save: &'static str,
+    hold: String,
+    save: String,
 }
 
-const CLIENTS: CounterTable = CounterTable {
-    scope: LockoutScope::Client,
-    hold: "INSERT INTO login_throttle_clients \
-           (email, client, failures, lockouts, last_failure_at) VALUES ($1, $2, 0, 0, $3) \
-           ON CONFLICT (email, client) DO UPDATE SET failures = login_throttle_clients.failures \
-           RETURNING failures, lockouts, last_failure_at, locked_until",
-    save: "UPDATE login_throttle_clients \
-           SET failures = $3, lockouts = $4, last_failure_at = $5, locked_until = $6 \
-           WHERE email = $1 AND client = $2",
-};
+/// The statements that write, compare or read times, per backend.
+struct Statements {
+    clients: CounterTable,
+    accounts: CounterTable,
+    /// Remembers a client as known to an email, at the later of two successes.
+    known: String,
+    is_known: String,
+    /// Clients' and accounts' counters, then known clients.
+    prune: [String; 3],
+}
 
-const ACCOUNTS: CounterTable = CounterTable {
-    scope: LockoutScope::Account,
-    hold: "INSERT INTO login_throttle_accounts \
-           (email, failures, lockouts, last_failure_at) VALUES ($1, 0, 0, $2) \
-           ON CONFLICT (email) DO UPDATE SET failures = login_throttle_accounts.failures \
-           RETURNING failures, lockouts, last_failure_at, locked_until",
-    save: "UPDATE login_throttle_accounts \
-           SET failures = $2, lockouts = $3, last_failure_at = $4, locked_until = $5 \
-           WHERE email = $1",
-};
+static SQL: PerBackend<Statements> = PerBackend::new(|backend| {
+    let time = |n| timestamp::param(backend, n);
+    let counters = |table| {
+        format!(
+            "DELETE FROM {table} WHERE last_failure_at <= {} \
+             AND (locked_until IS NULL OR locked_until <= {})",
+            time(1),
+            time(1)
+        )
+    };
+    let returning = format!(
+        "RETURNING failures, lockouts, {}, {}",
+        timestamp::read(backend, "last_failure_at"),
+        timestamp::read(backend, "locked_until")
+    );
+    Statements {
+        clients: CounterTable {
+            scope: LockoutScope::Client,
+            hold: format!(
+                "INSERT INTO login_throttle_clients \
+                 (email, client, failures, lockouts, last_failure_at) VALUES ($1, $2, 0, 0, {}) \
+                 ON CONFLICT (email, client) DO UPDATE \
+                 SET failures = login_throttle_clients.failures {returning}",
+                time(3)
+            ),
+            save: format!(
+                "UPDATE login_throttle_clients \
+                 SET failures = $3, lockouts = $4, last_failure_at = {}, locked_until = {} \
+                 WHERE email = $1 AND client = $2",
+                time(5),
+                time(6)
+            ),
+        },
+        accounts: CounterTable {
+            scope: LockoutScope::Account,
+            hold: format!(
+                "INSERT INTO login_throttle_accounts \
+                 (email, failures, lockouts, last_failure_at) VALUES ($1, 0, 0, {}) \
+                 ON CONFLICT (email) DO UPDATE \
+                 SET failures = login_throttle_accounts.failures {returning}",
+                time(2)
+            ),
+            save: format!(
+                "UPDATE login_throttle_accounts \
+                 SET failures = $2, lockouts = $3, last_failure_at = {}, locked_until = {} \
+                 WHERE email = $1",
+                time(4),
+                time(5)
+            ),
+        },
+        known: format!(
+            "INSERT INTO login_known_clients (email, client, last_success_at) \
+             VALUES ($1, $2, {}) \
+             ON CONFLICT (email, client) DO UPDATE SET last_success_at = CASE \
+             WHEN excluded.last_success_at > login_known_clients.last_success_at \
+             THEN excluded.last_success_at ELSE login_known_clients.last_success_at END",
+            time(3)
+        ),
+        is_known: format!(
+            "SELECT 1 FROM login_known_clients \
+             WHERE email = $1 AND client = $2 AND last_success_at > {}",
+            time(3)
+        ),
+        prune: [
+            counters("login_throttle_clients"),
+            counters("login_throttle_accounts"),
+            format!(
+                "DELETE FROM login_known_clients WHERE last_success_at <= {}",
+                time(1)
+            ),
+        ],
+    }
+});
 
 impl CounterTable {
     async fn hold(
-        &self,
+        &'static self,
         tx: &mut Transaction<'static, Any>,
         key: &[&str],
         now: DateTime<Utc>,
     ) -> Result<Counter, sqlx::Error> {
-        let mut query = sqlx::query(self.hold);
+        let mut query = sqlx::query(self.hold.as_str());
         for part in key {
             query = query.bind(*part);
         }
@@ -480,12 +533,12 @@ impl CounterTable {
     }
 
     async fn save(
-        &self,
+        &'static self,
         tx: &mut Transaction<'static, Any>,
         key: &[&str],
         counter: &Counter,
     ) -> Result<(), sqlx::Error> {
-        let mut query = sqlx::query(self.save);
+        let mut query = sqlx::query(self.save.as_str());
         for part in key {
             query = query.bind(*part);
         }
@@ -501,7 +554,7 @@ impl CounterTable {
 
     /// Takes back an attempt's failure from this table's row (see [`Counter::refund`]).
     async fn refund(
-        &self,
+        &'static self,
         tx: &mut Transaction<'static, Any>,
         key: &[&str],
         counted: (Counter, Counter),

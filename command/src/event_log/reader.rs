@@ -10,7 +10,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{RecordedEvent, upcast::upcast};
-use crate::{Backend, Database};
+use crate::{Backend, Database, timestamp};
 
 /// The `SELECT … FROM events` every read of whole events starts with. PostgreSQL's columns
 /// are cast to what `Any` can decode; the SQLite form also suits a typed PostgreSQL
@@ -26,9 +26,9 @@ macro_rules! select_events {
     (postgres, $($rest:literal)*) => {
         concat!(
             "SELECT global_position, stream_id, stream_type, version, event_id::text, event_type, \
-             schema_version::bigint, data::text, metadata::text, \
-             to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
-             FROM events ",
+             schema_version::bigint, data::text, metadata::text, ",
+            $crate::postgres_time_read!("recorded_at"),
+            " FROM events ",
             $($rest),*
         )
     };
@@ -267,9 +267,7 @@ impl<'r> EventRow<'r> {
             schema_version: schema_version as i32,
             data: row.try_get(7)?,
             metadata: row.try_get(8)?,
-            recorded_at: DateTime::parse_from_rfc3339(row.try_get(9)?)
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
-                .with_timezone(&Utc),
+            recorded_at: timestamp::parse(row.try_get(9)?)?,
         })
     }
 

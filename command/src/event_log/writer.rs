@@ -16,7 +16,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -28,6 +28,7 @@ use crate::{
     Backend, Database,
     db::MAX_PARAMETERS,
     idempotency::{self, Completion},
+    timestamp,
 };
 
 pub(super) const QUEUE_CAPACITY: usize = 8192;
@@ -155,7 +156,7 @@ async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::
         .iter()
         .map(|p| serde_json::to_string(&p.metadata).expect("metadata serializes"))
         .collect();
-    let recorded_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+    let recorded_at = timestamp::format(Utc::now());
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let append_of: HashMap<&str, usize> = chunk
             .iter()
@@ -328,7 +329,7 @@ async fn insert(
             "",
             "::json",
             "::json",
-            "::timestamptz",
+            timestamp::cast(backend),
         ],
     };
     let returning = match backend {

@@ -189,10 +189,7 @@ fn entry(event: &RecordedEvent, summary: String, changes: Changes) -> Vec<Param>
     vec![
         event.global_position.into(),
         metadata.account_id.to_string().into(),
-        event
-            .recorded_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            .into(),
+        event.recorded_at.into(),
         metadata.actor.label().into(),
         metadata.client_ip.clone().into(),
         metadata.user_agent.clone().into(),

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, any::AnyRow};
-use switchyard_command::{Database, domain::AccountId};
+use switchyard_command::{Database, db::PerBackend, domain::AccountId, timestamp};
 use ulid::Ulid;
 use uuid::Uuid;
 
@@ -59,8 +59,30 @@ pub struct JobFilter {
     pub limit: i64,
 }
 
-const SELECT_VIEWS: &str = "SELECT job_id, kind, status, attempts, created_at, started_at, \
-     finished_at, retry_at, stages, error FROM job_reports ";
+/// The statements, which read times, per backend.
+struct Statements {
+    job: String,
+    jobs: String,
+}
+
+static SQL: PerBackend<Statements> = PerBackend::new(|backend| {
+    let read = |column| format!("{} AS {column}", timestamp::read(backend, column));
+    let select_views = format!(
+        "SELECT job_id, kind, status, attempts, {}, {}, {}, {}, stages, error FROM job_reports",
+        read("created_at"),
+        read("started_at"),
+        read("finished_at"),
+        read("retry_at")
+    );
+    Statements {
+        job: format!("{select_views} WHERE account_id = $1 AND job_id = $2"),
+        jobs: format!(
+            "{select_views} WHERE account_id = $1 AND ($2 IS NULL OR kind = $2) \
+             AND ($3 IS NULL OR status = $3) AND job_id < COALESCE($4, '~') \
+             ORDER BY job_id DESC LIMIT $5"
+        ),
+    }
+});
 
 /// One of the account's jobs; another account's id finds nothing.
 pub async fn job(
@@ -68,8 +90,7 @@ pub async fn job(
     account: AccountId,
     id: &str,
 ) -> Result<Option<JobView>, sqlx::Error> {
-    let sql = format!("{SELECT_VIEWS} WHERE account_id = $1 AND job_id = $2");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = sqlx::query(SQL.get(db.backend).job.as_str())
         .bind(account.to_string())
         .bind(id)
         .fetch_optional(&db.pool)
@@ -83,12 +104,7 @@ pub async fn jobs(
     account: AccountId,
     filter: &JobFilter,
 ) -> Result<Vec<JobView>, sqlx::Error> {
-    let sql = format!(
-        "{SELECT_VIEWS} WHERE account_id = $1 AND ($2 IS NULL OR kind = $2) \
-         AND ($3 IS NULL OR status = $3) AND job_id < COALESCE($4, '~') \
-         ORDER BY job_id DESC LIMIT $5"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = sqlx::query(SQL.get(db.backend).jobs.as_str())
         .bind(account.to_string())
         .bind(filter.kind.as_deref())
         .bind(filter.status.as_deref())

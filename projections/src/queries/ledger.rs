@@ -1,7 +1,8 @@
 //! Reads of the ledger read model, scoped by account.
 
+use chrono::{DateTime, Utc};
 use sqlx::FromRow;
-use switchyard_command::{Database, domain::AccountId};
+use switchyard_command::{Database, db::PerBackend, domain::AccountId, timestamp};
 
 /// An account's balances in minor units of `currency`.
 #[derive(Debug, Clone, FromRow)]
@@ -41,10 +42,10 @@ pub struct EntryRow {
 #[derive(Debug, Default, Clone)]
 pub struct LedgerFilter {
     pub kind: Option<String>,
-    /// RFC 3339 UTC with microseconds, inclusive.
-    pub from: Option<String>,
-    /// RFC 3339 UTC with microseconds, exclusive.
-    pub to: Option<String>,
+    /// Inclusive.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub to: Option<DateTime<Utc>>,
     /// Only entries before this one (the page cursor).
     pub before: Option<i64>,
 }
@@ -56,20 +57,27 @@ pub async fn ledger_page(
     filter: &LedgerFilter,
     limit: i64,
 ) -> Result<Vec<EntryRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT entry, at, kind, amount_minor, balance_after_minor, currency, \
-         description, payment_id, package_id, period FROM ledger_entries \
-         WHERE account_id = $1 AND ($2 IS NULL OR kind = $2) \
-         AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
-         AND ($5 IS NULL OR entry < $5) \
-         ORDER BY entry DESC LIMIT $6",
-    )
-    .bind(account.to_string())
-    .bind(filter.kind.as_deref())
-    .bind(filter.from.as_deref())
-    .bind(filter.to.as_deref())
-    .bind(filter.before)
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await
+    static LEDGER_PAGE: PerBackend<String> = PerBackend::new(|backend| {
+        let time = |n| timestamp::param(backend, n);
+        format!(
+            "SELECT entry, {} AS at, kind, amount_minor, balance_after_minor, currency, \
+             description, payment_id, package_id, period FROM ledger_entries \
+             WHERE account_id = $1 AND ($2 IS NULL OR kind = $2) \
+             AND ({from} IS NULL OR at >= {from}) AND ({to} IS NULL OR at < {to}) \
+             AND ($5 IS NULL OR entry < $5) \
+             ORDER BY entry DESC LIMIT $6",
+            timestamp::read(backend, "at"),
+            from = time(3),
+            to = time(4),
+        )
+    });
+    sqlx::query_as(LEDGER_PAGE.get(db.backend).as_str())
+        .bind(account.to_string())
+        .bind(filter.kind.as_deref())
+        .bind(filter.from.map(timestamp::format))
+        .bind(filter.to.map(timestamp::format))
+        .bind(filter.before)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await
 }

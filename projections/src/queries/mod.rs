@@ -1,9 +1,10 @@
 //! Reads of the read models. Every query that returns tenant data takes the account id:
 //! there is no unscoped read.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{FromRow, Row};
-use switchyard_command::{Database, domain::AccountId};
+use switchyard_command::{Database, db::PerBackend, domain::AccountId, timestamp};
 
 mod gateways;
 mod jobs;
@@ -60,10 +61,10 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     pub event_type: Option<String>,
     pub stream: Option<String>,
-    /// RFC 3339, inclusive.
-    pub from: Option<String>,
-    /// RFC 3339, exclusive.
-    pub to: Option<String>,
+    /// Inclusive.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub to: Option<DateTime<Utc>>,
     /// Only entries older than this position (the page cursor).
     pub before: Option<i64>,
 }
@@ -93,27 +94,35 @@ pub async fn audit(
     // Absent filters bind NULL and match everything, so one statement serves every query.
     // Actors join by id alone: the operator's administrators act on other accounts (balance
     // adjustments), and those accounts' logs name them.
-    sqlx::query_as(
-        "SELECT a.position, a.recorded_at, a.actor_id, u.email AS actor_email, a.client_ip, \
-                a.user_agent, a.request_id, a.event_type, a.stream_id, a.summary, a.changes \
-         FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id \
-         WHERE a.account_id = $1 \
-           AND ($2 IS NULL OR a.actor_id = $2) \
-           AND ($3 IS NULL OR a.event_type = $3) \
-           AND ($4 IS NULL OR a.stream_id = $4) \
-           AND ($5 IS NULL OR a.recorded_at >= $5) \
-           AND ($6 IS NULL OR a.recorded_at < $6) \
-           AND a.position < COALESCE($7, 9223372036854775807) \
-         ORDER BY a.position DESC LIMIT $8",
-    )
-    .bind(account.to_string())
-    .bind(filter.actor.as_deref())
-    .bind(filter.event_type.as_deref())
-    .bind(filter.stream.as_deref())
-    .bind(filter.from.as_deref())
-    .bind(filter.to.as_deref())
-    .bind(filter.before)
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await
+    static AUDIT: PerBackend<String> = PerBackend::new(|backend| {
+        let time = |n| timestamp::param(backend, n);
+        format!(
+            "SELECT a.position, {} AS recorded_at, a.actor_id, u.email AS actor_email, \
+                    a.client_ip, a.user_agent, a.request_id, a.event_type, a.stream_id, \
+                    a.summary, a.changes \
+             FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id \
+             WHERE a.account_id = $1 \
+               AND ($2 IS NULL OR a.actor_id = $2) \
+               AND ($3 IS NULL OR a.event_type = $3) \
+               AND ($4 IS NULL OR a.stream_id = $4) \
+               AND ({from} IS NULL OR a.recorded_at >= {from}) \
+               AND ({to} IS NULL OR a.recorded_at < {to}) \
+               AND a.position < COALESCE($7, 9223372036854775807) \
+             ORDER BY a.position DESC LIMIT $8",
+            timestamp::read(backend, "a.recorded_at"),
+            from = time(5),
+            to = time(6),
+        )
+    });
+    sqlx::query_as(AUDIT.get(db.backend).as_str())
+        .bind(account.to_string())
+        .bind(filter.actor.as_deref())
+        .bind(filter.event_type.as_deref())
+        .bind(filter.stream.as_deref())
+        .bind(filter.from.map(timestamp::format))
+        .bind(filter.to.map(timestamp::format))
+        .bind(filter.before)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await
 }

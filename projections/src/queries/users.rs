@@ -8,6 +8,7 @@ use sqlx::{FromRow, Row, any::AnyRow};
 use switchyard_command::{
     Database,
     access::sessions::SESSION_IDLE_TIMEOUT,
+    db::PerBackend,
     domain::{AccountId, GroupId, UserId},
     permissions::{GroupGrant, Permissions},
     timestamp,
@@ -30,20 +31,63 @@ pub struct UserRow {
     pub disabled_at: Option<String>,
 }
 
-const USER_COLUMNS: &str = "id, account_id, email, name, role, password_hash, phone, mobile, \
-                            totp_enabled, version, last_login_at, disabled_at";
+/// The statements that compare or read times, per backend.
+struct Statements {
+    user_by_email: String,
+    user: String,
+    users_page: String,
+    session_user: String,
+}
+
+static SQL: PerBackend<Statements> = PerBackend::new(|backend| {
+    let read = |column| format!("{} AS {column}", timestamp::read(backend, column));
+    let user_columns = format!(
+        "id, account_id, email, name, role, password_hash, phone, mobile, totp_enabled, \
+         version, {}, {}",
+        read("last_login_at"),
+        read("disabled_at")
+    );
+    let time = |n| timestamp::param(backend, n);
+    Statements {
+        user_by_email: format!(
+            "SELECT {user_columns} FROM users WHERE email = $1 AND deleted_at IS NULL"
+        ),
+        user: format!(
+            "SELECT {user_columns} FROM users \
+             WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL"
+        ),
+        users_page: format!(
+            "SELECT {user_columns} FROM users \
+             WHERE account_id = $1 AND deleted_at IS NULL AND id > COALESCE($2, '') \
+             ORDER BY id LIMIT $3"
+        ),
+        // One row per group (or one with NULL group columns): one query for the whole check.
+        session_user: format!(
+            "SELECT s.id, u.id, u.account_id, u.role, g.id, g.name, g.permissions, {} \
+             FROM sessions s \
+             JOIN users u ON u.id = s.user_id AND u.account_id = s.account_id \
+                          AND u.deleted_at IS NULL AND u.disabled_at IS NULL \
+                          AND (s.user_version > u.sessions_ended_at_version \
+                               OR s.id = u.session_kept) \
+             LEFT JOIN user_groups ug ON ug.user_id = u.id \
+             LEFT JOIN groups g ON g.id = ug.group_id \
+             WHERE s.token_hash = $1 AND s.expires_at > {} AND s.last_used_at > {}",
+            timestamp::read(backend, "s.last_used_at"),
+            time(2),
+            time(3)
+        ),
+    }
+});
 
 /// For login: emails are unique across the installation.
 pub async fn user_by_email(
     db: &Database,
     normalized_email: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND deleted_at IS NULL"
-    )))
-    .bind(normalized_email)
-    .fetch_optional(&db.pool)
-    .await
+    sqlx::query_as(SQL.get(db.backend).user_by_email.as_str())
+        .bind(normalized_email)
+        .fetch_optional(&db.pool)
+        .await
 }
 
 /// A user and the ids of their groups.
@@ -58,14 +102,11 @@ pub async fn user(
     account: AccountId,
     user: UserId,
 ) -> Result<Option<UserWithGroups>, sqlx::Error> {
-    let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {USER_COLUMNS} FROM users \
-         WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL"
-    )))
-    .bind(account.to_string())
-    .bind(user.to_string())
-    .fetch_optional(&db.pool)
-    .await?;
+    let row: Option<UserRow> = sqlx::query_as(SQL.get(db.backend).user.as_str())
+        .bind(account.to_string())
+        .bind(user.to_string())
+        .fetch_optional(&db.pool)
+        .await?;
     match row {
         Some(row) => Ok(with_groups(db, vec![row]).await?.pop()),
         None => Ok(None),
@@ -82,16 +123,12 @@ pub async fn users_page(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<UserWithGroups>, sqlx::Error> {
-    let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {USER_COLUMNS} FROM users \
-         WHERE account_id = $1 AND deleted_at IS NULL AND id > COALESCE($2, '') \
-         ORDER BY id LIMIT $3"
-    )))
-    .bind(account.to_string())
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await?;
+    let rows: Vec<UserRow> = sqlx::query_as(SQL.get(db.backend).users_page.as_str())
+        .bind(account.to_string())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
     with_groups(db, rows).await
 }
 
@@ -235,23 +272,12 @@ pub async fn session_user(
     token_hash: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<SessionUser>, sqlx::Error> {
-    // One row per group (or one with NULL group columns): one query for the whole check.
-    let rows = sqlx::query(
-        "SELECT s.id, u.id, u.account_id, u.role, g.id, g.name, g.permissions, s.last_used_at \
-         FROM sessions s \
-         JOIN users u ON u.id = s.user_id AND u.account_id = s.account_id \
-                      AND u.deleted_at IS NULL AND u.disabled_at IS NULL \
-                      AND (s.user_version > u.sessions_ended_at_version \
-                           OR s.id = u.session_kept) \
-         LEFT JOIN user_groups ug ON ug.user_id = u.id \
-         LEFT JOIN groups g ON g.id = ug.group_id \
-         WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.last_used_at > $3",
-    )
-    .bind(token_hash)
-    .bind(timestamp::format(now))
-    .bind(timestamp::format(now - SESSION_IDLE_TIMEOUT))
-    .fetch_all(&db.pool)
-    .await?;
+    let rows = sqlx::query(SQL.get(db.backend).session_user.as_str())
+        .bind(token_hash)
+        .bind(timestamp::format(now))
+        .bind(timestamp::format(now - SESSION_IDLE_TIMEOUT))
+        .fetch_all(&db.pool)
+        .await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };

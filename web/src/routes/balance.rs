@@ -18,6 +18,7 @@ use switchyard_command::{
     domain::{AccountId, CurrencyCode, Money, Text, Validator},
     idempotency::{Answering, KeyClaim},
     ledger::{Entry, EntryKind, Ledger, LedgerCommand, Overdraft, ledger_stream},
+    timestamp,
 };
 use switchyard_projections::{
     GENERAL_SECTION,
@@ -193,9 +194,7 @@ impl EntryView {
     fn of_row(row: EntryRow) -> ApiResult<Self> {
         Ok(Self {
             id: row.entry.to_string(),
-            at: DateTime::parse_from_rfc3339(&row.at)
-                .map_err(ApiError::internal)?
-                .with_timezone(&Utc),
+            at: timestamp::parse(&row.at).map_err(ApiError::internal)?,
             kind: row.kind,
             amount: MoneyView::of_minor(row.amount_minor, &row.currency)?,
             balance_after: MoneyView::of_minor(row.balance_after_minor, &row.currency)?,

@@ -8,13 +8,63 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
-use switchyard_command::{Backend, Database};
+use switchyard_command::{
+    Backend, Database,
+    db::PerBackend,
+    timestamp::{self, format as timestamp},
+};
 use ulid::Ulid;
 
 use super::job::Job;
 
 /// What one stage of an attempt did: the shape `GET /v1/jobs/{id}` reads back.
 pub use switchyard_projections::queries::StageReport;
+
+/// The statements on our tables that write, compare or read times, per backend.
+struct Statements {
+    report_queued: String,
+    begin_attempt: String,
+    record_attempt: String,
+    record_effect: String,
+    effect_completed_at: String,
+    /// Finished reports, then completed effects.
+    prune: [String; 2],
+}
+
+static SQL: PerBackend<Statements> = PerBackend::new(|backend| {
+    let time = |n| timestamp::param(backend, n);
+    Statements {
+        report_queued: format!(
+            "INSERT INTO job_reports (job_id, account_id, kind, status, created_at) \
+             VALUES ($1, $2, $3, 'queued', {}) ON CONFLICT (job_id) DO NOTHING",
+            time(4)
+        ),
+        begin_attempt: format!(
+            "UPDATE job_reports SET status = 'running', attempts = attempts + 1, \
+             started_at = COALESCE(started_at, {}) WHERE job_id = $1 RETURNING attempts",
+            time(2)
+        ),
+        record_attempt: format!(
+            "UPDATE job_reports SET status = $1, stages = $2, error = $3, retry_at = {}, \
+             finished_at = {} WHERE job_id = $6",
+            time(4),
+            time(5)
+        ),
+        record_effect: format!(
+            "INSERT INTO job_effects (effect_key, job_id, completed_at) VALUES ($1, $2, {}) \
+             ON CONFLICT (effect_key) DO NOTHING",
+            time(3)
+        ),
+        effect_completed_at: format!(
+            "SELECT {} FROM job_effects WHERE effect_key = $1",
+            timestamp::read(backend, "completed_at")
+        ),
+        prune: [
+            format!("DELETE FROM job_reports WHERE finished_at < {}", time(1)),
+            format!("DELETE FROM job_effects WHERE completed_at < {}", time(1)),
+        ],
+    }
+});
 
 /// Queues `job` under `id` unless a job with the same key is already queued (the dispatcher
 /// applying an event again after a crash), with its report.
@@ -54,16 +104,13 @@ pub async fn enqueue(
         .execute(&mut *conn)
         .await?;
     if inserted.rows_affected() == 1 {
-        sqlx::query(
-            "INSERT INTO job_reports (job_id, account_id, kind, status, created_at) \
-             VALUES ($1, $2, $3, 'queued', $4) ON CONFLICT (job_id) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(job.account_id().to_string())
-        .bind(job.kind())
-        .bind(timestamp(now))
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(SQL.get(backend).report_queued.as_str())
+            .bind(id.to_string())
+            .bind(job.account_id().to_string())
+            .bind(job.kind())
+            .bind(timestamp(now))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -89,14 +136,11 @@ pub async fn begin_attempt(
     id: Ulid,
     now: DateTime<Utc>,
 ) -> Result<u32, sqlx::Error> {
-    let attempts: Option<i64> = sqlx::query_scalar(
-        "UPDATE job_reports SET status = 'running', attempts = attempts + 1, \
-         started_at = COALESCE(started_at, $2) WHERE job_id = $1 RETURNING attempts",
-    )
-    .bind(id.to_string())
-    .bind(timestamp(now))
-    .fetch_optional(&db.pool)
-    .await?;
+    let attempts: Option<i64> = sqlx::query_scalar(SQL.get(db.backend).begin_attempt.as_str())
+        .bind(id.to_string())
+        .bind(timestamp(now))
+        .fetch_optional(&db.pool)
+        .await?;
     Ok(attempts.map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)))
 }
 
@@ -116,31 +160,26 @@ pub async fn record_attempt(
     };
     let finished_at = (status != "queued").then(|| timestamp(now));
     let mut tx = db.begin_write().await?;
-    sqlx::query(
-        "UPDATE job_reports SET status = $1, stages = $2, error = $3, retry_at = $4, \
-         finished_at = $5 WHERE job_id = $6",
-    )
-    .bind(status)
-    .bind(serde_json::to_string(stages).expect("stages serialize"))
-    .bind(error.map(String::as_str))
-    .bind(retry_at.map(timestamp))
-    .bind(finished_at)
-    .bind(id.to_string())
-    .execute(&mut *tx)
-    .await?;
+    let sql = SQL.get(db.backend);
+    sqlx::query(sql.record_attempt.as_str())
+        .bind(status)
+        .bind(serde_json::to_string(stages).expect("stages serialize"))
+        .bind(error.map(String::as_str))
+        .bind(retry_at.map(timestamp))
+        .bind(finished_at)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
     if let Ending::Succeeded {
         effect: Some(effect),
     } = ending
     {
-        sqlx::query(
-            "INSERT INTO job_effects (effect_key, job_id, completed_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (effect_key) DO NOTHING",
-        )
-        .bind(effect)
-        .bind(id.to_string())
-        .bind(timestamp(now))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(sql.record_effect.as_str())
+            .bind(effect)
+            .bind(id.to_string())
+            .bind(timestamp(now))
+            .execute(&mut *tx)
+            .await?;
     }
     if let Some(retry_at) = retry_at {
         let postpone = match db.backend {
@@ -158,15 +197,10 @@ pub async fn record_attempt(
 
 /// When the effect under `key` completed, if it did.
 pub async fn effect_completed_at(db: &Database, key: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT completed_at FROM job_effects WHERE effect_key = $1")
+    sqlx::query_scalar(SQL.get(db.backend).effect_completed_at.as_str())
         .bind(key)
         .fetch_optional(&db.pool)
         .await
-}
-
-/// RFC 3339 UTC with milliseconds: sorts as text, reads as a time.
-fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Finished jobs are kept this long: their reports, queue rows and effects.
@@ -188,11 +222,8 @@ pub async fn prune(db: &Database, now: DateTime<Utc>) -> Result<(), sqlx::Error>
         .bind(cutoff.timestamp())
         .execute(&mut *tx)
         .await?;
-    for sql in [
-        "DELETE FROM job_reports WHERE finished_at < $1",
-        "DELETE FROM job_effects WHERE completed_at < $1",
-    ] {
-        sqlx::query(sql)
+    for sql in &SQL.get(db.backend).prune {
+        sqlx::query(sql.as_str())
             .bind(timestamp(cutoff))
             .execute(&mut *tx)
             .await?;
