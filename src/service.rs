@@ -21,6 +21,7 @@ use switchyard_command::{
 use switchyard_projections::{Projection, Projections};
 use switchyard_web::{AppState, HttpLimits, WebOptions};
 use switchyard_workers::{
+    gateways::ProviderApis,
     jobs::{self, Dispatcher, JobContext, WorkerHealth, WorkerOptions, run_workers},
     outbound::Outbound,
 };
@@ -100,6 +101,8 @@ pub struct ServiceOptions {
     pub outbound_allow: AllowList,
     /// The name server that resolves tenants' host names; `None`: the system's configuration.
     pub dns_server: Option<SocketAddr>,
+    /// Where the payment providers' APIs are.
+    pub providers: ProviderApis,
     /// How HTTP requests are bounded.
     pub http: HttpLimits,
     /// How HTTP meets its clients: trusted proxies, the public URL.
@@ -124,6 +127,7 @@ impl Default for ServiceOptions {
             smtp_extra_root: None,
             outbound_allow: AllowList::default(),
             dns_server: None,
+            providers: ProviderApis::default(),
             http: HttpLimits::default(),
             web: WebOptions::default(),
         }
@@ -168,12 +172,13 @@ impl Service {
             .zip(worker_outbound)
             .map(|(worker_options, outbound)| {
                 let dispatched = state.projections.checkpoint_of(Dispatcher.name());
-                let context = job_context(
-                    state.commands.clone(),
-                    state.secrets.clone(),
+                let context = JobContext {
+                    commands: state.commands.clone(),
+                    secrets: state.secrets.clone(),
                     outbound,
-                    options.smtp_extra_root,
-                );
+                    smtp_extra_root: options.smtp_extra_root,
+                    providers: options.providers,
+                };
                 tokio::spawn(run_workers(
                     state.db.clone(),
                     context,
@@ -248,20 +253,6 @@ impl Service {
     }
 }
 
-fn job_context(
-    commands: CommandHandler,
-    secrets: Arc<SecretKeyring>,
-    outbound: Outbound,
-    smtp_extra_root: Option<Vec<u8>>,
-) -> JobContext {
-    JobContext {
-        commands,
-        secrets,
-        outbound,
-        smtp_extra_root,
-    }
-}
-
 /// The resolver, policy and HTTP client the workers reach tenants' servers through.
 fn outbound(options: &ServiceOptions) -> anyhow::Result<Outbound> {
     let policy = OutboundPolicy::new(options.outbound_allow.clone());
@@ -283,12 +274,13 @@ pub async fn run_worker_process(
     let log = EventLog::start(db.clone())
         .await
         .context("starting the event log")?;
-    let context = job_context(
-        CommandHandler::new(log),
-        Arc::new(secrets),
-        outbound(&options)?,
-        options.smtp_extra_root,
-    );
+    let context = JobContext {
+        commands: CommandHandler::new(log),
+        secrets: Arc::new(secrets),
+        outbound: outbound(&options)?,
+        smtp_extra_root: options.smtp_extra_root,
+        providers: options.providers,
+    };
     let worker_options = options.workers.unwrap_or_default();
     let health = WorkerHealth::default();
     run_workers(db, context, None, worker_options, health, shutdown).await

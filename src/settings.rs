@@ -11,7 +11,7 @@ use clap::Args;
 use ipnet::IpNet;
 use switchyard_command::{db::SessionLimits, domain::AllowList, secrets::SecretKeyring};
 use switchyard_web::{HttpLimits, WebOptions};
-use switchyard_workers::jobs::WorkerOptions;
+use switchyard_workers::{gateways::ProviderApis, jobs::WorkerOptions};
 use url::Url;
 
 use crate::service::ServiceOptions;
@@ -192,6 +192,27 @@ pub struct OutboundSettings {
     /// tenants' host names. Default: the system's configuration (`/etc/resolv.conf`).
     #[arg(long, env = "SWITCHYARD_DNS_SERVER", value_parser = parse_dns_server)]
     pub dns_server: Option<SocketAddr>,
+
+    /// Where Stripe's API is: Stripe's own host, or a fake or staging server.
+    #[arg(long, env = "SWITCHYARD_STRIPE_API_BASE", default_value = "https://api.stripe.com", value_parser = api_base)]
+    pub stripe_api_base: Url,
+
+    /// Where PayPal's API is. Default: PayPal's live or sandbox host, by the gateway's mode.
+    #[arg(long, env = "SWITCHYARD_PAYPAL_API_BASE", value_parser = api_base)]
+    pub paypal_api_base: Option<Url>,
+}
+
+/// A provider's API base: an http(s) URL, without query or fragment (paths go after it).
+fn api_base(raw: &str) -> Result<Url, String> {
+    Url::parse(raw)
+        .ok()
+        .filter(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.has_host()
+                && url.query().is_none()
+                && url.fragment().is_none()
+        })
+        .ok_or_else(|| format!("{raw:?} is not an http(s) URL such as https://api.stripe.com"))
 }
 
 fn parse_allow_list(raw: &str) -> Result<AllowList, String> {
@@ -226,6 +247,10 @@ impl WorkerSettings {
             smtp_extra_root,
             outbound_allow: self.outbound.outbound_allow.clone(),
             dns_server: self.outbound.dns_server,
+            providers: ProviderApis {
+                stripe: self.outbound.stripe_api_base.clone(),
+                paypal: self.outbound.paypal_api_base.clone(),
+            },
             ..ServiceOptions::default()
         })
     }

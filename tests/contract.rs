@@ -98,7 +98,13 @@ async fn every_list_refuses_a_cursor_it_did_not_give_out(backend: Backend) {
         app.add_user(&format!("{name}@acme.example.com"), "user", &[])
             .await;
     }
-    for path in ["/v1/users", "/v1/groups", "/v1/audit", "/v1/jobs"] {
+    for path in [
+        "/v1/users",
+        "/v1/groups",
+        "/v1/audit",
+        "/v1/jobs",
+        "/v1/gateways",
+    ] {
         for bogus in ["bogus", "' OR 1=1 --", "-", "1.5", ""] {
             let response = list(&app, path, &[("cursor", bogus)]).await;
             assert_eq!(
@@ -552,6 +558,7 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
         ("PUT", "/v1/account/sms") => json!({"provider": "http", "from_number": "+14155550100",
             "base_url": "https://sms.example.com/send"}),
         ("PUT", "/v1/me") => json!({"name": "Admin", "email": common::ADMIN_EMAIL}),
+        ("PATCH", "/v1/gateways/{id}") => json!({"currencies": ["USD"]}),
         ("PATCH", _) => json!({"name": "Renamed"}),
         _ => return None,
     })

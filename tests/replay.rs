@@ -33,6 +33,7 @@ async fn dump(db: &Database) -> Vec<(String, Vec<String>)> {
         ("user_groups", "user_id, group_id"),
         ("audit_log", "position"),
         ("audit_sections", "stream_id, section"),
+        ("gateways", "gateway_id"),
         ("projection_checkpoints", "projection"),
     ];
     let mut dumped = Vec::new();
@@ -98,6 +99,22 @@ async fn app_with_history(backend: Backend) -> (TestApp, AccountId) {
         let (status, _) = app.admin(Method::DELETE, &path, None).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{path}");
     }
+    // Gateways: one added and changed, one added and removed.
+    let stripe = json!({"provider": "stripe", "mode": "test", "publishable_key": "pk_test_a",
+                        "secret_key": "sk_test_a", "currencies": ["USD"]});
+    let paypal = json!({"provider": "paypal", "mode": "live", "client_id": "id",
+                        "client_secret": "secret", "currencies": ["EUR"]});
+    let mut gateways = Vec::new();
+    for body in [stripe, paypal] {
+        let (status, gateway) = app.admin(Method::POST, "/v1/gateways", Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{gateway}");
+        gateways.push(format!("/v1/gateways/{}", gateway["id"].as_str().unwrap()));
+    }
+    let change = json!({"surcharge_percent": "1.5"});
+    let (status, _) = app.admin(Method::PATCH, &gateways[0], Some(&change)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.admin(Method::DELETE, &gateways[1], None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     common::login(
         &app.client,
         &app.base,

@@ -12,6 +12,7 @@ pub mod channels;
 pub mod db;
 pub mod domain;
 pub mod event_log;
+pub mod gateways;
 pub mod group;
 pub mod handler;
 pub mod idempotency;

@@ -6,6 +6,7 @@
 mod audit;
 pub mod bulk;
 mod config;
+mod gateways;
 mod ledger;
 pub mod queries;
 pub mod replay;
@@ -25,6 +26,7 @@ pub use config::{
     COMPANY_SECTION, ConfigProjection, GENERAL_SECTION, OPERATOR_SECTION, SMS_SECTION,
     SMTP_SECTION, without_secret,
 };
+pub use gateways::GatewaysProjection;
 pub use ledger::LedgerProjection;
 pub use runner::{Failure, ProjectionHandle, Projections, StoredCheckpoint, stored_checkpoints};
 pub use users::UsersProjection;
@@ -120,5 +122,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(UsersProjection),
         std::sync::Arc::new(AuditProjection),
         std::sync::Arc::new(LedgerProjection),
+        std::sync::Arc::new(GatewaysProjection),
     ]
 }

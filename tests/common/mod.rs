@@ -4,9 +4,11 @@
 pub mod counting_listener;
 pub mod dns_server;
 pub mod operations;
+pub mod paypal_fake;
 pub mod proxy;
 pub mod sms_fake;
 pub mod smtp_server;
+pub mod stripe_fake;
 
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};

@@ -101,12 +101,14 @@ impl Setup {
 
 pub async fn setup(backend: Backend) -> Setup {
     let app = TestApp::spawn(backend).await;
-    let sections = json!({"config": "allow", "users": "allow", "audit": "allow", "usage": "allow"});
+    let sections = json!({"config": "allow", "users": "allow", "audit": "allow", "usage": "allow",
+                          "api": "allow"});
     let allowing = app.add_group("Allowing", sections.clone()).await;
     let denying = app
         .add_group(
             "Denying",
-            json!({"config": "deny", "users": "deny", "audit": "deny", "usage": "deny"}),
+            json!({"config": "deny", "users": "deny", "audit": "deny", "usage": "deny",
+                   "api": "deny"}),
         )
         .await;
     // Objects the matrix acts on: the allowed caller's rights cover them, and they are
@@ -159,8 +161,18 @@ pub async fn setup(backend: Backend) -> Setup {
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let job = accepted["job_id"].as_str().unwrap().to_owned();
 
+    // A gateway of the first account.
+    let gateway = json!({"provider": "stripe", "mode": "test", "publishable_key": "pk_test_a",
+                         "secret_key": "sk_test_a", "currencies": ["USD"]});
+    let (status, gateway) = app
+        .admin(Method::POST, "/v1/gateways", Some(&gateway))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{gateway}");
+    let gateway = gateway["id"].as_str().unwrap().to_owned();
+
     let invalid = json!({"name": ""});
     let invalid_to = json!({"to": "nobody"});
+    let invalid_gateway = json!({"currencies": []});
     let invalid_money = json!({"amount": "twelve", "currency": "USD"});
     let endpoints = [
         endpoint(Method::GET, "/healthz", Rule::Public),
@@ -212,6 +224,17 @@ pub async fn setup(backend: Backend) -> Setup {
             Rule::OperatorAdministrators,
         )
         .body(json!({"account_id": "", "amount": invalid_money, "reason": ""})),
+        endpoint(Method::GET, "/v1/gateways", Rule::Section),
+        endpoint(Method::POST, "/v1/gateways", Rule::Section).body(invalid_gateway.clone()),
+        endpoint(Method::GET, "/v1/gateways/{id}", Rule::Section)
+            .at(format!("/v1/gateways/{gateway}")),
+        endpoint(Method::PATCH, "/v1/gateways/{id}", Rule::Section)
+            .at(format!("/v1/gateways/{gateway}"))
+            .body(invalid_gateway),
+        endpoint(Method::DELETE, "/v1/gateways/{id}", Rule::Section)
+            .at(format!("/v1/gateways/{gateway}")),
+        endpoint(Method::POST, "/v1/gateways/{id}/verify", Rule::Section)
+            .at(format!("/v1/gateways/{gateway}/verify")),
         endpoint(Method::GET, "/v1/groups", Rule::Section),
         endpoint(Method::POST, "/v1/groups", Rule::Section).body(invalid.clone()),
         endpoint(Method::GET, "/v1/groups/{id}", Rule::Section)

@@ -91,7 +91,7 @@ pub mod section {
         )*};
     }
 
-    sections!(Config => Config, Users => Users, Audit => Audit, Usage => Usage);
+    sections!(Config => Config, Users => Users, Audit => Audit, Usage => Usage, Api => Api);
 }
 
 /// A caller whose permissions allow section `S`; anyone else gets 403.

@@ -56,6 +56,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .merge(routes::audit::routes())
         .merge(routes::jobs::routes())
         .merge(routes::balance::routes())
+        .merge(routes::gateways::routes())
         .split_for_parts();
     read_models::document(&mut document);
     let document = openapi::served(document);

@@ -298,6 +298,22 @@ pub mod values {
         Adjustment,
     }
 
+    /// A payment provider.
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum GatewayProvider {
+        Stripe,
+        Paypal,
+    }
+
+    /// Test (Stripe's test mode, PayPal's sandbox) or live money.
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum GatewayMode {
+        Test,
+        Live,
+    }
+
     /// How an SMTP connection is secured.
     #[derive(ToSchema)]
     #[schema(rename_all = "lowercase")]

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, de::Error as _};
-use switchyard_command::domain::{GroupId, UserId};
+use switchyard_command::domain::{GatewayId, GroupId, UserId};
 use ulid::Ulid;
 use utoipa::IntoParams;
 
@@ -55,6 +55,12 @@ impl CursorKey for UserId {
 }
 
 impl CursorKey for GroupId {
+    fn parse_key(raw: &str) -> Option<Self> {
+        Self::parse(raw)
+    }
+}
+
+impl CursorKey for GatewayId {
     fn parse_key(raw: &str) -> Option<Self> {
         Self::parse(raw)
     }

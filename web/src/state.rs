@@ -70,6 +70,8 @@ pub struct AppState {
     pub workers: WorkerHealth,
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) public_origin: Option<url::Origin>,
+    /// Where the service is reached from outside: the base of the webhook URLs it gives out.
+    pub(crate) public_url: Option<Url>,
     /// The operator account, once known: it never changes once designated.
     operator: Arc<tokio::sync::OnceCell<AccountId>>,
 }
@@ -86,7 +88,8 @@ impl AppState {
         let db = log.database().clone();
         Self {
             trusted_proxies: TrustedProxies::new(options.trusted_proxies),
-            public_origin: options.public_url.map(|url| url.origin()),
+            public_origin: options.public_url.as_ref().map(|url| url.origin()),
+            public_url: options.public_url,
             sessions: Sessions::new(db.clone()),
             throttle: LoginThrottle::new(db.clone(), ThrottlePolicy::default()),
             idempotency: IdempotencyKeys::new(db.clone(), options.abandoned_key_after),

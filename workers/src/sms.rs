@@ -4,17 +4,16 @@
 //! and what went wrong in words a user can act on. Requests go through the outbound policy's
 //! HTTP client ([`TenantHttp`]): only to allowed addresses, never following a redirect.
 
-use std::{error::Error as _, time::Duration};
+use std::time::Duration;
 
-use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::outbound::{OutboundError, TenantHttp, excerpt};
-
-/// How much of the gateway's answer is read: enough for Twilio's error, and a gateway cannot
-/// fill our memory. Only an [`excerpt`] of it is recorded.
-const READ_BODY_LIMIT: usize = 4096;
+use crate::outbound::{
+    OutboundError, TenantHttp, excerpt, outbound_refusal, read_body_start, root_cause,
+    without_secret,
+};
 
 /// An account's SMS gateway, with its API key decrypted. `Debug` shows the key as redacted.
 #[derive(Debug, Clone)]
@@ -203,7 +202,7 @@ async fn deliver(
         }
     };
     let status = response.status();
-    let body = without_key(read_body_start(response).await, settings.api_key());
+    let body = without_secret(read_body_start(response).await, settings.api_key());
     // The status alone decides: a gateway that accepted the message and then stalled or
     // garbled its answer has still accepted it, and sending again would send it twice.
     let outcome = if status.is_success() {
@@ -216,28 +215,6 @@ async fn deliver(
         excerpt: Some(excerpt(&body)),
         outcome,
     }
-}
-
-/// The answer without the API key, should a gateway echo it back: the answer is the only
-/// thing recorded that the key could reach.
-fn without_key(body: String, api_key: &SecretString) -> String {
-    match api_key.expose_secret() {
-        "" => body,
-        key => body.replace(key, "***"),
-    }
-}
-
-/// The first `READ_BODY_LIMIT` bytes of the answer, or as much as arrived before an error.
-async fn read_body_start(mut response: Response) -> String {
-    let mut bytes = Vec::new();
-    while bytes.len() < READ_BODY_LIMIT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    bytes.truncate(READ_BODY_LIMIT);
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn transport_failure(
@@ -279,14 +256,6 @@ fn transport_failure(
     }
 }
 
-/// The outbound policy's refusal, when that is why no connection was made (reqwest wraps
-/// what its resolver answered).
-fn outbound_refusal(error: &reqwest::Error) -> Option<&OutboundError> {
-    std::iter::successors(error.source(), |&cause| cause.source())
-        .find_map(|cause| cause.downcast_ref::<OutboundError>())
-        .filter(|refusal| matches!(refusal, OutboundError::NotAllowed { .. }))
-}
-
 fn not_allowed(settings: &SmsSettings, url: &Url, refusal: &OutboundError) -> SmsError {
     let gateway = settings.gateway_name();
     let origin = url.origin().ascii_serialization();
@@ -297,16 +266,6 @@ fn not_allowed(settings: &SmsSettings, url: &Url, refusal: &OutboundError) -> Sm
              address, or ask the operator to allow the range"
         ),
     }
-}
-
-/// The innermost error ("Connection refused (os error 111)", "invalid peer certificate: …"):
-/// the part that says what to fix; reqwest's own wording repeats the full URL.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 fn refusal(settings: &SmsSettings, status: StatusCode, body: &str) -> SmsError {

@@ -62,3 +62,8 @@ id_type!(
     GroupId,
     "group"
 );
+id_type!(
+    /// One payment gateway of an account (the API section).
+    GatewayId,
+    "gateway"
+);

@@ -11,7 +11,7 @@ mod password_policy;
 mod text;
 
 pub use contact::{EmailAddress, PhoneNumber};
-pub use ids::{AccountId, GroupId, UserId};
+pub use ids::{AccountId, GatewayId, GroupId, UserId};
 pub use locale::{CountryCode, CurrencyCode, DateFormat};
 pub use money::{Money, MoneyError, Percent};
 pub use network::{BaseUrl, Hostname, Port};

@@ -6,6 +6,7 @@ use switchyard_command::{
     account::AccountEvent,
     channels::ChannelsEvent,
     event_log::{EventCodec, RecordedEvent, decode},
+    gateways::{GatewaySettings, GatewaysEvent, Mode, Provider},
     group::{GroupEvent, GroupNameEvent},
     installation::InstallationEvent,
     ledger::{Entry, EntryKind, LedgerEvent},
@@ -15,8 +16,29 @@ use switchyard_command::{
 
 /// Every section name `describe` uses.
 pub const SECTIONS: &[&str] = &[
-    "company", "general", "user", "group", "smtp", "sms", "ledger",
+    "company",
+    "general",
+    "user",
+    "group",
+    "smtp",
+    "sms",
+    "ledger",
+    "gateway_stripe_test",
+    "gateway_stripe_live",
+    "gateway_paypal_test",
+    "gateway_paypal_live",
 ];
+
+/// A gateway's section: its slot in the account (one gateway per provider and mode), which
+/// it keeps for life, on the account's one gateways stream.
+fn gateway_section(provider: Provider, mode: Mode) -> &'static str {
+    match (provider, mode) {
+        (Provider::Stripe, Mode::Test) => "gateway_stripe_test",
+        (Provider::Stripe, Mode::Live) => "gateway_stripe_live",
+        (Provider::Paypal, Mode::Test) => "gateway_paypal_test",
+        (Provider::Paypal, Mode::Live) => "gateway_paypal_live",
+    }
+}
 
 pub struct Described {
     pub summary: String,
@@ -82,6 +104,7 @@ pub fn describe(event: &RecordedEvent) -> Result<Described, serde_json::Error> {
             )),
         },
         LedgerEvent::STREAM_TYPE => describe_ledger(decode(event)?),
+        GatewaysEvent::STREAM_TYPE => describe_gateways(decode(event)?)?,
         other => summary(format!("{} on a {other} stream", event.event_type)),
     })
 }
@@ -131,6 +154,56 @@ fn describe_ledger(event: LedgerEvent) -> Described {
             "Available balance {available} is back above the alert threshold"
         )),
     }
+}
+
+fn describe_gateways(event: GatewaysEvent) -> Result<Described, serde_json::Error> {
+    let gateway = |provider: Provider, mode: Mode| {
+        format!("{} gateway ({} mode)", provider.name(), mode.as_str())
+    };
+    // The sealed secrets are in `fields` as stored: the audit keeps them as fingerprints
+    // and shows them as `***` (their field names are secret ones).
+    let fields = |gateway_id, settings: &GatewaySettings| {
+        let mut fields = serde_json::to_value(settings)?;
+        fields["id"] = json!(gateway_id);
+        fields["surcharge"] = json!(settings.surcharge.map(|money| money.to_string()));
+        Ok::<_, serde_json::Error>(fields)
+    };
+    Ok(match event {
+        GatewaysEvent::GatewayAdded {
+            gateway_id,
+            settings,
+        } => {
+            let (provider, mode) = settings.slot();
+            setting(
+                format!("{} added", gateway(provider, mode)),
+                gateway_section(provider, mode),
+                fields(gateway_id, &settings)?,
+            )
+        }
+        GatewaysEvent::GatewayChanged {
+            gateway_id,
+            settings,
+        } => {
+            let (provider, mode) = settings.slot();
+            setting(
+                format!("{} changed", gateway(provider, mode)),
+                gateway_section(provider, mode),
+                fields(gateway_id, &settings)?,
+            )
+        }
+        GatewaysEvent::GatewayRemoved {
+            gateway_id,
+            provider,
+            mode,
+        } => setting(
+            format!("{} {gateway_id} removed", gateway(provider, mode)),
+            gateway_section(provider, mode),
+            json!({ "id": null }),
+        ),
+        GatewaysEvent::GatewayVerificationRequested { gateway_id, .. } => {
+            summary(format!("Verification of gateway {gateway_id} requested"))
+        }
+    })
 }
 
 fn describe_account(event: AccountEvent) -> Result<Described, serde_json::Error> {

@@ -25,6 +25,8 @@ const SECRET_FIELDS: &[&str] = &[
     "secret",
     "secret_key",
     "api_key",
+    "webhook_secret",
+    "client_secret",
     "totp_secret",
     "seed",
     "recovery_codes",

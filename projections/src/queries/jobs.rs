@@ -7,9 +7,10 @@ use ulid::Ulid;
 use uuid::Uuid;
 
 /// Every kind of job, as `GET /v1/jobs` shows it and filters by it.
-pub const JOB_KINDS: [&str; 6] = [
+pub const JOB_KINDS: [&str; 7] = [
     "smtp_test",
     "sms_test",
+    "gateway_verify",
     "login_alert",
     "security_notice",
     "low_balance_alert",

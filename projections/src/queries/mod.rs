@@ -6,10 +6,12 @@ use serde_json::Value;
 use sqlx::{FromRow, Row};
 use switchyard_command::{Database, db::PerBackend, domain::AccountId, timestamp};
 
+mod gateways;
 mod jobs;
 mod ledger;
 mod users;
 
+pub use gateways::*;
 pub use jobs::*;
 pub use ledger::*;
 pub use users::*;

@@ -53,7 +53,7 @@ impl DomainError for ChannelsError {
 }
 
 /// Absent keeps the stored secret, `null` or `""` clears it, anything else replaces it.
-fn secret_field<'de, D: Deserializer<'de>>(
+pub(crate) fn secret_field<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<SecretString>>, D::Error> {
     Option::<String>::deserialize(deserializer)
@@ -352,8 +352,8 @@ struct TestBody {
 
 /// A job was queued: follow it at `GET /v1/jobs/{job_id}`.
 #[derive(Serialize, ToSchema)]
-struct JobAccepted {
-    job_id: String,
+pub(crate) struct JobAccepted {
+    pub job_id: String,
 }
 
 /// Queues the test and answers where to follow it: under an `Idempotency-Key`, the same

@@ -2,6 +2,7 @@ pub mod audit;
 pub mod balance;
 pub mod channels;
 pub mod config;
+pub mod gateways;
 pub mod groups;
 pub mod jobs;
 pub mod me;

@@ -15,6 +15,7 @@ use switchyard_command::{
     account::Account,
     channels::ChannelsEvent,
     event_log::{EventCodec, RecordedEvent, decode},
+    gateways::GatewaysEvent,
     handler::{Aggregate, Loaded, load_at},
     ledger::LedgerEvent,
     roster::{Roster, roster_stream},
@@ -100,6 +101,24 @@ async fn route(
                 },
             )),
             ChannelsEvent::SmtpSettingsChanged(_) | ChannelsEvent::SmsSettingsChanged(_) => None,
+        };
+        return Ok(job);
+    }
+    if stream_type == GatewaysEvent::STREAM_TYPE {
+        let job = match decode::<GatewaysEvent>(event).map_err(ProjectionError::decode(event))? {
+            GatewaysEvent::GatewayVerificationRequested {
+                gateway_id,
+                verification_id,
+            } => Some((
+                job_id(verification_id),
+                Job::GatewayVerify {
+                    account_id,
+                    gateway_id,
+                },
+            )),
+            GatewaysEvent::GatewayAdded { .. }
+            | GatewaysEvent::GatewayChanged { .. }
+            | GatewaysEvent::GatewayRemoved { .. } => None,
         };
         return Ok(job);
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use switchyard_command::domain::{AccountId, DateFormat, Money};
+use switchyard_command::domain::{AccountId, DateFormat, GatewayId, Money};
 
 /// One side effect to carry out. Everything a worker needs is in the payload, decided from
 /// the state the event saw, except the channel settings, which are read when it runs (so a
@@ -17,6 +17,11 @@ pub enum Job {
     SmtpTest { account_id: AccountId, to: String },
     /// "Test Mobile": one text message through the account's SMS gateway.
     SmsTest { account_id: AccountId, to: String },
+    /// "Verify": ask the provider whether it takes the gateway's credentials, in its mode.
+    GatewayVerify {
+        account_id: AccountId,
+        gateway_id: GatewayId,
+    },
     /// The account's login alerts are on and the user logged in.
     LoginAlert {
         account_id: AccountId,
@@ -74,17 +79,20 @@ pub enum SecurityChange {
 pub enum Queue {
     Email,
     Sms,
+    /// Calls to payment providers.
+    Payments,
     Noop,
 }
 
 impl Queue {
-    pub const ALL: [Self; 3] = [Self::Email, Self::Sms, Self::Noop];
+    pub const ALL: [Self; 4] = [Self::Email, Self::Sms, Self::Payments, Self::Noop];
 
     /// The name apalis stores as `job_type`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Email => "switchyard.email",
             Self::Sms => "switchyard.sms",
+            Self::Payments => "switchyard.payments",
             Self::Noop => "switchyard.noop",
         }
     }
@@ -105,6 +113,7 @@ impl Job {
         match self {
             Self::SmtpTest { .. } => "smtp_test",
             Self::SmsTest { .. } => "sms_test",
+            Self::GatewayVerify { .. } => "gateway_verify",
             Self::LoginAlert { .. } => "login_alert",
             Self::SecurityNotice { .. } => "security_notice",
             Self::LowBalanceAlert { .. } => "low_balance_alert",
@@ -116,6 +125,7 @@ impl Job {
         match self {
             Self::SmtpTest { account_id, .. }
             | Self::SmsTest { account_id, .. }
+            | Self::GatewayVerify { account_id, .. }
             | Self::LoginAlert { account_id, .. }
             | Self::SecurityNotice { account_id, .. }
             | Self::LowBalanceAlert { account_id, .. }
@@ -130,6 +140,7 @@ impl Job {
             | Self::SecurityNotice { .. }
             | Self::LowBalanceAlert { .. } => Queue::Email,
             Self::SmsTest { .. } => Queue::Sms,
+            Self::GatewayVerify { .. } => Queue::Payments,
             Self::Noop { .. } => Queue::Noop,
         }
     }
@@ -143,7 +154,7 @@ impl Job {
                 max_attempts: 2,
                 timeout: Duration::from_secs(120),
             },
-            Self::SmsTest { .. } => Persistence {
+            Self::SmsTest { .. } | Self::GatewayVerify { .. } => Persistence {
                 max_attempts: 2,
                 timeout: Duration::from_secs(45),
             },

@@ -1,17 +1,22 @@
-//! One attempt at one job: read the account's channel settings, open their secrets, send
-//! through the one send path, and report each stage.
+//! One attempt at one job: read the account's channel settings (or gateway), open their
+//! secrets, send through the one send path (or ask the provider), and report each stage.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use switchyard_command::{
     channels::{self, Channels, SmsProvider, channels_stream},
-    domain::AccountId,
+    domain::{AccountId, GatewayId},
+    gateways::{Credentials, Gateways, gateways_stream},
     handler::CommandHandler,
     secrets::{EncryptedSecret, SecretKeyring},
 };
 
 use super::{job::Job, notices, store::StageReport};
-use crate::{outbound::Outbound, sms, smtp};
+use crate::{
+    gateways::{self, GatewayCredentials, ProviderApis},
+    outbound::Outbound,
+    sms, smtp,
+};
 
 /// What workers need besides the job.
 pub struct JobContext {
@@ -22,12 +27,16 @@ pub struct JobContext {
     pub outbound: Outbound,
     /// A certificate authority SMTP connections trust besides the public ones (PEM or DER).
     pub smtp_extra_root: Option<Vec<u8>>,
+    /// Where the payment providers' APIs are.
+    pub providers: ProviderApis,
 }
 
 /// Each network step of an SMTP session (connect, each command) gives up after this long.
 const SMTP_STEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// An SMS gateway has this long to answer.
 const SMS_TIMEOUT: Duration = Duration::from_secs(30);
+/// A payment provider has this long to answer.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why an attempt failed, in words the user can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +103,10 @@ pub async fn perform(context: &JobContext, job: &Job) -> Performed {
         Job::SmsTest { account_id, to } => {
             send_sms(context, *account_id, to, notices::TEST_SMS).await
         }
+        Job::GatewayVerify {
+            account_id,
+            gateway_id,
+        } => verify_gateway(context, *account_id, *gateway_id).await,
         Job::Noop { .. } => Performed {
             stages: vec![],
             outcome: Ok(()),
@@ -233,4 +246,68 @@ async fn sms_settings(
             api_key,
         },
     })
+}
+
+async fn verify_gateway(context: &JobContext, account: AccountId, gateway: GatewayId) -> Performed {
+    let loaded = context
+        .commands
+        .load::<Gateways, Infallible>(&gateways_stream(account))
+        .await;
+    let gateways = match loaded {
+        Ok(loaded) => loaded.state,
+        Err(error) => {
+            return Failure {
+                message: format!("reading the account's gateways failed: {error}"),
+                transient: true,
+            }
+            .into();
+        }
+    };
+    let Some(saved) = gateways.gateways.get(&gateway) else {
+        return Failure::permanent("the gateway was deleted before it could be verified").into();
+    };
+    let settings = &saved.value;
+    let credentials = match &settings.credentials {
+        Credentials::Stripe { secret_key, .. } => {
+            open_secret(context, account, secret_key, "Stripe secret key")
+                .map(|secret_key| GatewayCredentials::Stripe { secret_key })
+        }
+        Credentials::Paypal {
+            client_id,
+            client_secret,
+            ..
+        } => open_secret(context, account, client_secret, "PayPal client secret").map(
+            |client_secret| GatewayCredentials::Paypal {
+                client_id: client_id.as_str().to_owned(),
+                client_secret,
+            },
+        ),
+    };
+    let credentials = match credentials {
+        Ok(credentials) => credentials,
+        Err(failure) => return failure.into(),
+    };
+    let verification = gateways::verify(
+        context.outbound.http(),
+        &context.providers,
+        settings.mode,
+        &credentials,
+        PROVIDER_TIMEOUT,
+    )
+    .await;
+    Performed {
+        stages: verification
+            .stages
+            .into_iter()
+            .map(|stage| StageReport {
+                stage: stage.stage.to_owned(),
+                ok: stage.ok,
+                detail: stage.detail,
+            })
+            .collect(),
+        outcome: verification.outcome.map_err(|refusal| Failure {
+            message: refusal.message,
+            transient: refusal.transient,
+        }),
+    }
 }

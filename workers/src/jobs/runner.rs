@@ -245,7 +245,7 @@ async fn supervise(
 /// default of 10).
 fn batch_size(queue: Queue, concurrency: usize) -> usize {
     match queue {
-        Queue::Email | Queue::Sms => 1,
+        Queue::Email | Queue::Sms | Queue::Payments => 1,
         Queue::Noop => concurrency * 2,
     }
 }

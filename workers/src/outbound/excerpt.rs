@@ -1,5 +1,7 @@
 //! What a tenant's server said, as a job report shows it.
 
+use secrecy::{ExposeSecret, SecretString};
+
 /// The most of a server's answer a report shows.
 const EXCERPT_CHARS: usize = 200;
 
@@ -18,6 +20,15 @@ pub fn excerpt(answer: &str) -> String {
         shown.push('…');
     }
     shown
+}
+
+/// The answer without `secret`, should a server echo it back: the answer is the only thing
+/// recorded that a secret sent to it could reach.
+pub fn without_secret(answer: String, secret: &SecretString) -> String {
+    match secret.expose_secret() {
+        "" => answer,
+        secret => answer.replace(secret, "***"),
+    }
 }
 
 fn is_bidi_control(c: char) -> bool {

@@ -1,6 +1,8 @@
-//! HTTP to tenant-given URLs (SMS gateways today, payment gateways next).
+//! HTTP to tenant-given URLs (SMS gateways) and to payment providers on tenants' behalf.
 
-use reqwest::{Client, Method, RequestBuilder, Url, redirect};
+use std::error::Error as _;
+
+use reqwest::{Client, Method, RequestBuilder, Response, Url, redirect};
 use url::Host;
 
 use super::{OutboundError, resolve::PolicyResolver};
@@ -35,4 +37,39 @@ impl TenantHttp {
         }
         Ok(self.client.request(method, url))
     }
+}
+
+/// How much of a tenant's server's answer is read: enough for a provider's error, and a
+/// server cannot fill our memory. Only an [`excerpt`](super::excerpt) of it is recorded.
+const READ_BODY_LIMIT: usize = 4096;
+
+/// The first `READ_BODY_LIMIT` bytes of the answer, or as much as arrived before an error.
+pub async fn read_body_start(mut response: Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < READ_BODY_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    bytes.truncate(READ_BODY_LIMIT);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The outbound policy's refusal, when that is why no connection was made (reqwest wraps
+/// what its resolver answered).
+pub fn outbound_refusal(error: &reqwest::Error) -> Option<&OutboundError> {
+    std::iter::successors(error.source(), |&cause| cause.source())
+        .find_map(|cause| cause.downcast_ref::<OutboundError>())
+        .filter(|refusal| matches!(refusal, OutboundError::NotAllowed { .. }))
+}
+
+/// The innermost error ("Connection refused (os error 111)", "invalid peer certificate: …"):
+/// the part that says what to fix; reqwest's own wording repeats the full URL.
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }

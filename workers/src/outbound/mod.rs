@@ -1,5 +1,5 @@
 //! Every connection the service opens on a tenant's behalf goes through [`Outbound`]: to the
-//! SMTP server and the SMS gateway today, to payment gateways, DNS checks and SIP probes next.
+//! SMTP server, the SMS gateway and payment providers today, to DNS checks and SIP probes next.
 //! Names resolve through one resolver (the operator's `SWITCHYARD_DNS_SERVER`, else the
 //! system's configuration); each address is checked against the [`OutboundPolicy`] before
 //! anything is sent to it; connections are opened to the checked addresses themselves, so a
@@ -28,7 +28,10 @@ use switchyard_command::domain::{AddressRefused, OutboundPolicy};
 use tokio::net::TcpStream;
 
 use self::resolve::PolicyResolver;
-pub use self::{excerpt::excerpt, http::TenantHttp};
+pub use self::{
+    excerpt::{excerpt, without_secret},
+    http::{TenantHttp, outbound_refusal, read_body_start, root_cause},
+};
 
 /// The policy, the resolver and the HTTP client for tenant-directed connections. Cheap to
 /// clone; build it once per process (the resolver caches, the HTTP client pools).
