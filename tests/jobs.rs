@@ -70,7 +70,8 @@ async fn jobs_of_kind(app: &TestApp, kind: &str) -> Vec<Value> {
 
 /// Waits until `count` jobs of `kind` have finished, and answers them.
 async fn finished_jobs(app: &TestApp, kind: &str, count: usize) -> Vec<Value> {
-    for _ in 0..200 {
+    // Up to 30 s: retries wait out their backoff on a machine busy with other tests.
+    for _ in 0..600 {
         let jobs = jobs_of_kind(app, kind).await;
         if jobs.len() >= count && jobs.iter().all(finished) {
             return jobs;

@@ -312,7 +312,8 @@ async fn wait_for_emails(
     server: &SmtpServer,
     count: usize,
 ) -> Vec<common::smtp_server::ReceivedMessage> {
-    for _ in 0..200 {
+    // Up to 30 s, on a machine busy with other tests.
+    for _ in 0..600 {
         let received = server.received();
         if received.len() >= count {
             return received;

@@ -509,8 +509,10 @@ pub async fn request_test(app: &TestApp, path: &str, body: Option<&Value>) -> St
 
 /// Polls the job until `done` says so (10 s at most).
 pub async fn wait_for_job(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..200 {
+    // Generous: a retried job waits out its backoff (about 5 s for a Test) on a machine
+    // that may be busy with other test binaries.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
         let (status, job) = app
             .admin(Method::GET, &format!("/v1/jobs/{id}"), None)
             .await;
@@ -518,10 +520,11 @@ pub async fn wait_for_job(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool
         if done(&job) {
             return job;
         }
-        last = job;
+        if std::time::Instant::now() > deadline {
+            panic!("job {id} never got there: {job}");
+        }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("job {id} never got there: {last}");
 }
 
 pub fn finished(job: &Value) -> bool {
