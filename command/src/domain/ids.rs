@@ -3,8 +3,19 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// An id type; with a prefix, also the event stream the entity's history is kept in.
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        id_type!($(#[$doc])* $name);
+
+        impl $name {
+            /// The event stream that holds this entity's history.
+            pub fn stream_id(&self) -> String {
+                format!(concat!($prefix, "-{}"), self.0)
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
@@ -13,11 +24,6 @@ macro_rules! id_type {
         impl $name {
             pub fn new() -> Self {
                 Self(Uuid::now_v7())
-            }
-
-            /// The event stream that holds this entity's history.
-            pub fn stream_id(&self) -> String {
-                format!(concat!($prefix, "-{}"), self.0)
             }
 
             pub fn parse(raw: &str) -> Option<Self> {
@@ -63,7 +69,7 @@ id_type!(
     "group"
 );
 id_type!(
-    /// One payment gateway of an account (the API section).
-    GatewayId,
-    "gateway"
+    /// One payment gateway of an account (the API section). It has no stream of its own:
+    /// an account's gateways share one (`gateways_stream`).
+    GatewayId
 );
