@@ -116,6 +116,9 @@ enum BenchSuite {
     HotStream(bench::hot_stream::Options),
     /// A user with a very long stream (many logins): a cold load, a cold command, logins.
     LongStream(bench::long_stream::Options),
+    /// Ledger entries by concurrent writers to one account and across many, then the
+    /// ledger projection catching up.
+    Ledger(bench::ledger::Options),
 }
 
 #[derive(Subcommand)]
@@ -344,6 +347,30 @@ async fn main() -> anyhow::Result<()> {
                     run.cpu_time.unwrap_or_default() / run.commands.max(1) as u32,
                 );
             }
+            print_peak_memory(report.peak_rss_kib);
+        }
+        Command::Bench(BenchSuite::Ledger(options)) => {
+            let report = bench::ledger::run(db, &options, cli.database.keyring()?).await?;
+            let runs = [
+                ("one account", &report.one_account),
+                ("across accounts", &report.many_accounts),
+            ];
+            for (to, run) in runs {
+                println!(
+                    "{to}: {} ledger entries by {} writers in {:.2?} = {:.0} entries/s; \
+                     answers {:?}; CPU {:.2?}",
+                    run.commands,
+                    options.writers,
+                    run.time,
+                    run.per_second(),
+                    run.outcomes,
+                    run.cpu_time.unwrap_or_default(),
+                );
+            }
+            println!(
+                "ledger projection showed every entry {:.2?} after the last was recorded",
+                report.projection_catch_up
+            );
             print_peak_memory(report.peak_rss_kib);
         }
         Command::Bench(BenchSuite::LongStream(options)) => {

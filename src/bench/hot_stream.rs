@@ -4,15 +4,6 @@
 //! a local port. Every answer is counted by status: a conflict means a command raced instead
 //! of queueing.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
-
 use anyhow::Context;
 use serde_json::json;
 use switchyard_command::{
@@ -25,7 +16,10 @@ use switchyard_command::{
 };
 use tokio::net::TcpListener;
 
-use super::{cpu_time, peak_rss_kib};
+use super::{
+    peak_rss_kib,
+    race::{Run, race},
+};
 use crate::service::{AdminCredentials, Service, ServiceOptions};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -36,22 +30,6 @@ pub struct Options {
     /// Concurrent writers.
     #[arg(long, default_value_t = 16)]
     pub writers: usize,
-}
-
-/// One run: how long it took and how many answers of each kind.
-pub struct Run {
-    pub commands: usize,
-    pub time: Duration,
-    /// CPU time this process used meanwhile (server and clients alike).
-    pub cpu_time: Option<Duration>,
-    /// Answers by outcome: `ok`, `conflict` (409, or the handler giving up), or the status.
-    pub outcomes: BTreeMap<String, usize>,
-}
-
-impl Run {
-    pub fn per_second(&self) -> f64 {
-        self.commands as f64 / self.time.as_secs_f64()
-    }
 }
 
 pub struct Report {
@@ -106,56 +84,13 @@ fn company(n: usize) -> CompanyInformation {
     )
 }
 
-/// `writers` tasks take numbers until `commands` are taken, each running `one(n)`, which
-/// answers its outcome's name.
-async fn race<F, Fut>(options: &Options, one: F) -> anyhow::Result<Run>
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = anyhow::Result<String>> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let total = options.commands;
-    let cpu_before = cpu_time();
-    let started = Instant::now();
-    let writers: Vec<_> = (0..options.writers)
-        .map(|_| {
-            let (next, one) = (next.clone(), one.clone());
-            tokio::spawn(async move {
-                let mut outcomes = BTreeMap::<String, usize>::new();
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= total {
-                        return anyhow::Ok(outcomes);
-                    }
-                    *outcomes.entry(one(n).await?).or_default() += 1;
-                }
-            })
-        })
-        .collect();
-    let mut outcomes = BTreeMap::new();
-    for writer in writers {
-        for (outcome, count) in writer.await?? {
-            *outcomes.entry(outcome).or_default() += count;
-        }
-    }
-    let time = started.elapsed();
-    Ok(Run {
-        commands: total,
-        time,
-        cpu_time: cpu_time()
-            .zip(cpu_before)
-            .map(|(after, before)| after - before),
-        outcomes,
-    })
-}
-
 async fn through_handler(
     handler: &CommandHandler,
     account: AccountId,
     options: &Options,
 ) -> anyhow::Result<Run> {
     let handler = handler.clone();
-    race(options, move |n| {
+    race(options.commands, options.writers, move |n| {
         let handler = handler.clone();
         async move {
             let command = AccountCommand::ChangeCompanyInformation(company(n), None);
@@ -185,7 +120,7 @@ async fn through_http(base: &str, options: &Options) -> anyhow::Result<Run> {
         .context("token")?
         .to_owned();
     let url = format!("{base}/v1/account/company");
-    race(options, move |n| {
+    race(options.commands, options.writers, move |n| {
         let (client, url, token) = (client.clone(), url.clone(), token.clone());
         async move {
             let body = json!({"name": format!("Bench {n}"), "email": "bench@example.com"});

@@ -4,7 +4,9 @@ pub mod event_log;
 pub mod hot_stream;
 pub mod identity;
 pub mod jobs;
+pub mod ledger;
 pub mod long_stream;
+pub mod race;
 mod smtp_sink;
 
 /// CPU time (user and system) this process has used so far (Linux `/proc/self/stat`).
