@@ -102,6 +102,41 @@ pub struct Database {
     /// by `Debug`: it may carry a password.
     url: std::sync::Arc<str>,
     limits: SessionLimits,
+    /// SQLite's one write lock, taken in turn within this process: a writer that finds it
+    /// held would sleep in the busy handler's growing steps (1, 2, 5, 10… ms) instead of
+    /// starting the moment it is free.
+    write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A transaction that will write, holding this process's turn at SQLite's write lock until
+/// it ends. Derefs to its connection, to run statements on.
+pub struct WriteTransaction {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTransaction {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTransaction {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTransaction {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 impl std::fmt::Debug for Database {
@@ -160,6 +195,7 @@ impl Database {
             backend,
             url: url.into(),
             limits,
+            write_turn: Default::default(),
         })
     }
 
@@ -185,12 +221,22 @@ impl Database {
     }
 
     /// A transaction that will write. SQLite takes its write lock at `BEGIN IMMEDIATE`, so a
-    /// transaction that reads first cannot fail later to upgrade its lock.
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+    /// transaction that reads first cannot fail later to upgrade its lock; this process's
+    /// writers take turns at it. Never begin a second one while holding one.
+    pub async fn begin_write(&self) -> Result<WriteTransaction, sqlx::Error> {
+        Ok(match self.backend {
+            Backend::Sqlite => {
+                let turn = self.write_turn.clone().lock_owned().await;
+                WriteTransaction {
+                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _turn: Some(turn),
+                }
+            }
+            Backend::Postgres => WriteTransaction {
+                tx: self.pool.begin().await?,
+                _turn: None,
+            },
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::Error> {

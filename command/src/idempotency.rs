@@ -15,7 +15,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Row};
+
+use crate::db::WriteTransaction;
 use uuid::Uuid;
 
 use crate::{Database, db::PerBackend, domain::AccountId, timestamp};
@@ -126,7 +128,7 @@ pub(crate) struct Completion {
 /// Stores `completion`'s answer in the append's transaction `tx`. False when the request no
 /// longer holds its key (a retry took it over): the append must then write nothing.
 pub(crate) async fn complete(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTransaction,
     completion: &Completion,
 ) -> Result<bool, sqlx::Error> {
     let Completion { claim, answer } = completion;

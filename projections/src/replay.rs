@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use sqlx::{Any, Transaction};
+use switchyard_command::db::WriteTransaction;
 use switchyard_command::{
     Backend, Database,
     event_log::{LogScan, RecordedEvent},
@@ -194,7 +194,7 @@ fn latest(planners: &mut [Option<Box<dyn Planner>>], backend: Backend) -> Vec<St
 }
 
 async fn reset(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTransaction,
     backend: Backend,
     projections: &[Arc<dyn Projection>],
 ) -> Result<(), sqlx::Error> {
@@ -227,7 +227,7 @@ async fn reset(
 /// ms of inserting 104k entries, on the writer's path. SQLite keeps its keys: they are part
 /// of the table there, and cannot be dropped.
 async fn drop_keys(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTransaction,
     backend: Backend,
     tables: &[&str],
 ) -> Result<Vec<String>, sqlx::Error> {
@@ -260,7 +260,7 @@ async fn drop_keys(
 /// again. Only tables written by planners qualify: a planner never reads the database, and
 /// its upserts need the unique indexes, which stay.
 async fn drop_lookup_indexes(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTransaction,
     backend: Backend,
     tables: &[&str],
 ) -> Result<Vec<String>, sqlx::Error> {

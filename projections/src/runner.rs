@@ -17,7 +17,8 @@ use std::{sync::Arc, time::Duration};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
+use switchyard_command::db::WriteTransaction;
 use switchyard_command::{
     Backend, Database,
     db::PerBackend,
@@ -116,7 +117,7 @@ async fn apply_next_batch(
 
 /// Moves the checkpoint; a projection that moves is no longer failing.
 pub(crate) async fn save_checkpoint(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTransaction,
     projection: &str,
     position: i64,
 ) -> Result<(), sqlx::Error> {
@@ -213,7 +214,7 @@ async fn ensure_checkpoint(db: &Database, projection: &dyn Projection) -> Result
 }
 
 async fn read_checkpoint(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTransaction,
     backend: Backend,
     name: &str,
 ) -> Result<i64, sqlx::Error> {

@@ -33,7 +33,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
-use sqlx::{Any, Row, Transaction, any::AnyRow};
+use sqlx::{Row, any::AnyRow};
+
+use crate::db::WriteTransaction;
 
 use crate::{
     Database,
@@ -335,7 +337,7 @@ impl LoginThrottle {
 
     async fn is_known(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTransaction,
         email: &str,
         client: &str,
         now: DateTime<Utc>,
@@ -521,7 +523,7 @@ static SQL: PerBackend<Statements> = PerBackend::new(|backend| {
 impl CounterTable {
     async fn hold(
         &'static self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTransaction,
         key: &[&str],
         now: DateTime<Utc>,
     ) -> Result<Counter, sqlx::Error> {
@@ -534,7 +536,7 @@ impl CounterTable {
 
     async fn save(
         &'static self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTransaction,
         key: &[&str],
         counter: &Counter,
     ) -> Result<(), sqlx::Error> {
@@ -555,7 +557,7 @@ impl CounterTable {
     /// Takes back an attempt's failure from this table's row (see [`Counter::refund`]).
     async fn refund(
         &'static self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTransaction,
         key: &[&str],
         counted: (Counter, Counter),
         now: DateTime<Utc>,

@@ -17,7 +17,9 @@
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::Utc;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
+
+use crate::db::WriteTransaction;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
@@ -174,7 +176,7 @@ async fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<Outcome>, sqlx::
     Ok(outcomes)
 }
 
-async fn begin(db: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> {
+async fn begin(db: &Database) -> Result<WriteTransaction, sqlx::Error> {
     let mut tx = db.begin_write().await?;
     if db.backend == Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -252,10 +254,7 @@ fn plan(
 
 /// Stores the answer the append completes, if it completes one; false when its request no
 /// longer holds the key, and the append must write nothing.
-async fn completes(
-    tx: &mut Transaction<'static, Any>,
-    pending: &Pending,
-) -> Result<bool, sqlx::Error> {
+async fn completes(tx: &mut WriteTransaction, pending: &Pending) -> Result<bool, sqlx::Error> {
     match &pending.completion {
         Some(completion) => idempotency::complete(tx, completion).await,
         None => Ok(true),
@@ -265,7 +264,7 @@ async fn completes(
 /// A retried append's events are stored, so its expected versions no longer hold. Only a
 /// conflicting append can be one: look its events up, and answer a retry as the first time.
 async fn answer_retries(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTransaction,
     backend: Backend,
     batch: &[Pending],
     outcomes: &mut [Outcome],
@@ -311,7 +310,7 @@ fn retried(writes: &[StreamWrite], stored: &HashMap<String, (i64, i64)>) -> Appe
 }
 
 async fn insert(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTransaction,
     backend: Backend,
     rows: &[EventRow],
     metadata: &[String],
