@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use futures::{FutureExt, future::BoxFuture};
+use futures::future::BoxFuture;
 use serde::Serialize;
 use sqlx::AnyConnection;
 use switchyard_command::{
@@ -16,10 +16,7 @@ use switchyard_command::{
     installation::InstallationEvent,
 };
 
-use crate::{
-    Planner, Projection, ProjectionError,
-    bulk::{Rows, write_all},
-};
+use crate::{Planner, Projection, ProjectionError, bulk::Rows, write_planned};
 
 pub struct ConfigProjection;
 
@@ -81,11 +78,7 @@ impl Projection for ConfigProjection {
         conn: &'c mut AnyConnection,
         events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>> {
-        async move {
-            let rows = ConfigPlanner::default().plan_with_latest(events)?;
-            Ok(write_all(conn, rows).await?)
-        }
-        .boxed()
+        write_planned(ConfigPlanner::default(), conn, events)
     }
 
     fn planner(&self) -> Option<Box<dyn Planner>> {

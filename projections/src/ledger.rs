@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use futures::{FutureExt, future::BoxFuture};
+use futures::future::BoxFuture;
 use sqlx::AnyConnection;
 use switchyard_command::{
     domain::{AccountId, Money},
@@ -15,7 +15,8 @@ use switchyard_command::{
 
 use crate::{
     Planner, Projection, ProjectionError,
-    bulk::{Param, Rows, write_all},
+    bulk::{Param, Rows},
+    write_planned,
 };
 
 pub struct LedgerProjection;
@@ -34,11 +35,7 @@ impl Projection for LedgerProjection {
         conn: &'c mut AnyConnection,
         events: &'c [RecordedEvent],
     ) -> BoxFuture<'c, Result<(), ProjectionError>> {
-        async move {
-            let rows = LedgerPlanner::default().plan_with_latest(events)?;
-            Ok(write_all(conn, rows).await?)
-        }
-        .boxed()
+        write_planned(LedgerPlanner::default(), conn, events)
     }
 
     fn planner(&self) -> Option<Box<dyn Planner>> {

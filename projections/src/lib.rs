@@ -82,6 +82,19 @@ pub trait Planner: Send {
     }
 }
 
+/// A live batch of a projection whose planner needs nothing from its tables: planned
+/// afresh, latest state included, and written.
+fn write_planned<'c>(
+    mut planner: impl Planner + 'c,
+    conn: &'c mut AnyConnection,
+    events: &'c [RecordedEvent],
+) -> BoxFuture<'c, Result<(), ProjectionError>> {
+    Box::pin(async move {
+        let rows = planner.plan_with_latest(events)?;
+        Ok(bulk::write_all(conn, rows).await?)
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     #[error(transparent)]
